@@ -1,0 +1,629 @@
+//! Configuration: one TOML file, overlaid by `SLUICE_<SECTION>__<FIELD>` environment
+//! variables, overlaid on defaults. Section and field names follow the config contract in
+//! DESIGN.md (scripts, the Helm chart and operators rely on them: add fields, rename none).
+//!
+//! Loading never panics: every problem becomes a [`ConfigError`] whose message names the
+//! field, so a bad deployment fails at start with something an operator can act on.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Prefix of every environment variable that overrides a config field.
+pub const ENV_PREFIX: &str = "SLUICE_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("environment variable {var}: expected SLUICE_<SECTION>__<FIELD>")]
+    EnvName { var: String },
+    #[error("config field `{field}`: {message}")]
+    Field { field: String, message: String },
+}
+
+fn field_error(field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Field {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub limits: LimitsConfig,
+    pub schemas: SchemasConfig,
+    pub sink: SinkConfig,
+    pub file: FileConfig,
+    pub kafka: KafkaConfig,
+    pub routes: RoutesConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Unset: the admin routes (/healthz, /readyz, /metrics) are served on the main port.
+    pub admin_listen: Option<SocketAddr>,
+    /// Upper bound from SIGTERM to exit, drain delay included.
+    pub shutdown_grace: HumanDuration,
+    /// Time between readiness turning 503 and the listener closing, so that load balancers
+    /// stop routing to this replica before it stops accepting.
+    pub drain_delay: HumanDuration,
+    /// A client that has not finished sending its body by then gets 408: slow bodies must not
+    /// hold memory and connections forever.
+    pub body_timeout: HumanDuration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            admin_listen: None,
+            shutdown_grace: HumanDuration::from_secs(30),
+            drain_delay: HumanDuration::from_secs(5),
+            body_timeout: HumanDuration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Request body as received (before decompression).
+    pub max_body_bytes: ByteSize,
+    /// Request body after decompression; enforced while inflating.
+    pub max_decompressed_bytes: ByteSize,
+    /// One event's JSON; 1 MiB is the record cap of both Kafka's default and Kinesis.
+    pub max_event_bytes: ByteSize,
+    pub max_events: usize,
+    /// JSON nesting depth of one event (the event object itself is depth 1).
+    pub max_depth: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: ByteSize(5 * MIB),
+            max_decompressed_bytes: ByteSize(20 * MIB),
+            max_event_bytes: ByteSize(MIB),
+            max_events: 1000,
+            max_depth: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchemasConfig {
+    pub dir: PathBuf,
+}
+
+impl Default for SchemasConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("schemas"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    #[default]
+    File,
+    Kafka,
+    Kinesis,
+    /// Counts and drops. For benchmarks only: nothing sent to it is kept.
+    Blackhole,
+}
+
+impl fmt::Display for SinkKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SinkKind::File => "file",
+            SinkKind::Kafka => "kafka",
+            SinkKind::Kinesis => "kinesis",
+            SinkKind::Blackhole => "blackhole",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SinkConfig {
+    pub kind: SinkKind,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    pub dir: PathBuf,
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("data"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers (`host:port`, comma-separated in the environment).
+    #[serde(deserialize_with = "string_or_list")]
+    pub brokers: Vec<String>,
+    pub client_id: String,
+    /// librdkafka's `linger.ms`; 5 is librdkafka's default since 1.7.
+    pub linger_ms: u64,
+    pub compression: String,
+    /// librdkafka's `message.timeout.ms`: how long an event may wait for its broker ack before
+    /// the client is told it failed. Kept well under typical HTTP client timeouts
+    /// (librdkafka's own default is 300000).
+    pub delivery_timeout_ms: u64,
+    /// How often readiness re-checks that a broker answers.
+    pub probe_interval: HumanDuration,
+    /// Passed to librdkafka as-is, after (and so over) the settings above.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: Vec::new(),
+            client_id: "sluice".into(),
+            linger_ms: 5,
+            compression: "zstd".into(),
+            delivery_timeout_ms: 10_000,
+            probe_interval: HumanDuration::from_secs(2),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+const KAFKA_COMPRESSIONS: &[&str] = &["none", "gzip", "snappy", "lz4", "zstd"];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoutesConfig {
+    /// Topic for events no rule matches; `{type}` is the event type with characters outside
+    /// Kafka's topic alphabet replaced by `_`.
+    pub default_topic: String,
+    /// First match wins.
+    pub rules: Vec<RouteRule>,
+}
+
+impl Default for RoutesConfig {
+    fn default() -> Self {
+        Self {
+            default_topic: "events.{type}".into(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRule {
+    /// Event type pattern: exact, or a prefix ending in `*` (`checkout.*`), or `*`.
+    #[serde(rename = "type")]
+    pub type_pattern: String,
+    pub topic: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `sluice=debug,rdkafka=warn`); `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the file (if any), then `SLUICE_*` variables from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut root = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                toml::from_str::<toml::Table>(&text).map_err(|e| ConfigError::Syntax {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?
+            }
+            None => toml::Table::new(),
+        };
+        for (var, value) in env {
+            let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            // SLUICE_CONFIG names the file itself and is read by the CLI.
+            if rest == "CONFIG" {
+                continue;
+            }
+            overlay_env(&mut root, &var, rest, &value)?;
+        }
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(root))
+            .map_err(|e| {
+                let field = e.path().to_string();
+                field_error(&field, e.into_inner().message().to_string())
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Refuses settings that parse but cannot work, naming the field to fix.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        for (name, v) in [
+            ("limits.max_body_bytes", l.max_body_bytes.0),
+            ("limits.max_decompressed_bytes", l.max_decompressed_bytes.0),
+            ("limits.max_event_bytes", l.max_event_bytes.0),
+            ("limits.max_events", l.max_events as u64),
+            ("limits.max_depth", l.max_depth as u64),
+        ] {
+            if v == 0 {
+                return Err(field_error(name, "must be greater than 0"));
+            }
+        }
+        if l.max_depth > 512 {
+            return Err(field_error(
+                "limits.max_depth",
+                "must be at most 512 (deeper JSON is refused by the parser anyway)",
+            ));
+        }
+        if l.max_decompressed_bytes.0 < l.max_body_bytes.0 {
+            return Err(field_error(
+                "limits.max_decompressed_bytes",
+                "must be at least limits.max_body_bytes (an uncompressed body counts against both)",
+            ));
+        }
+        if l.max_event_bytes.0 > l.max_decompressed_bytes.0 {
+            return Err(field_error(
+                "limits.max_event_bytes",
+                "must not exceed limits.max_decompressed_bytes",
+            ));
+        }
+        if self.server.drain_delay.0 >= self.server.shutdown_grace.0
+            && !self.server.shutdown_grace.0.is_zero()
+        {
+            return Err(field_error(
+                "server.drain_delay",
+                "must be shorter than server.shutdown_grace, or in-flight requests get no time to finish",
+            ));
+        }
+        match self.sink.kind {
+            SinkKind::Kafka => {
+                if self.kafka.brokers.is_empty() {
+                    return Err(field_error(
+                        "kafka.brokers",
+                        "must be set when sink.kind = \"kafka\" (e.g. SLUICE_KAFKA__BROKERS=127.0.0.1:9092)",
+                    ));
+                }
+                if !KAFKA_COMPRESSIONS.contains(&self.kafka.compression.as_str()) {
+                    return Err(field_error(
+                        "kafka.compression",
+                        format!("must be one of {}", KAFKA_COMPRESSIONS.join(", ")),
+                    ));
+                }
+                if self.kafka.delivery_timeout_ms == 0 {
+                    return Err(field_error(
+                        "kafka.delivery_timeout_ms",
+                        "must be greater than 0",
+                    ));
+                }
+            }
+            SinkKind::Kinesis => {
+                return Err(field_error(
+                    "sink.kind",
+                    "the kinesis sink is not built yet; use file, kafka or blackhole",
+                ));
+            }
+            SinkKind::File | SinkKind::Blackhole => {}
+        }
+        crate::pipeline::Router::from_config(&self.routes)
+            .map_err(|(field, message)| field_error(&field, message))?;
+        Ok(())
+    }
+}
+
+/// Places one `SLUICE_A__B[__C]` variable into the TOML tree. A value that reads as a TOML
+/// integer, float or boolean becomes one; anything else stays a string. librdkafka property
+/// names contain dots, which variables cannot: `SLUICE_KAFKA__PROPERTIES__SOCKET_TIMEOUT_MS`
+/// sets `socket.timeout.ms`.
+fn overlay_env(
+    root: &mut toml::Table,
+    var: &str,
+    rest: &str,
+    value: &str,
+) -> Result<(), ConfigError> {
+    let parts: Vec<&str> = rest.split("__").collect();
+    if parts.len() < 2 || parts.iter().any(|p| p.is_empty()) {
+        return Err(ConfigError::EnvName {
+            var: var.to_string(),
+        });
+    }
+    let mut keys: Vec<String> = parts.iter().map(|p| p.to_ascii_lowercase()).collect();
+    if keys.len() == 3 && keys[0] == "kafka" && keys[1] == "properties" {
+        keys[2] = keys[2].replace('_', ".");
+    }
+    let leaf = if keys.len() == 3 && keys[1] == "properties" {
+        toml::Value::String(value.to_string())
+    } else {
+        typed_env_value(value)
+    };
+    let (last, path) = keys.split_last().expect("at least two parts");
+    let mut table = root;
+    for key in path {
+        let entry = table
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = match entry {
+            toml::Value::Table(t) => t,
+            _ => return Err(field_error(&keys.join("."), format!("{var} names a field inside a value that is not a section"))),
+        };
+    }
+    table.insert(last.clone(), leaf);
+    Ok(())
+}
+
+fn typed_env_value(value: &str) -> toml::Value {
+    let trimmed = value.trim();
+    if let Ok(i) = trimmed.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    match trimmed {
+        "true" => return toml::Value::Boolean(true),
+        "false" => return toml::Value::Boolean(false),
+        _ => {}
+    }
+    if trimmed.contains('.') && !trimmed.contains(':') {
+        if let Ok(f) = trimmed.parse::<f64>() {
+            return toml::Value::Float(f);
+        }
+    }
+    toml::Value::String(value.to_string())
+}
+
+fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+        OneOrMany::Many(v) => v,
+    })
+}
+
+pub const KIB: u64 = 1024;
+pub const MIB: u64 = 1024 * KIB;
+pub const GIB: u64 = 1024 * MIB;
+
+/// A size in bytes, written as an integer or as `512KiB`, `5MiB`, `1GB` (SI and IEC units).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn as_usize(self) -> usize {
+        usize::try_from(self.0).unwrap_or(usize::MAX)
+    }
+}
+
+impl FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` is not a size (write 1048576, 512KiB or 5MiB)"))?;
+        let mult = match unit.trim() {
+            "" | "B" => 1,
+            "KB" | "kB" => 1000,
+            "KiB" => KIB,
+            "MB" => 1000 * 1000,
+            "MiB" => MIB,
+            "GB" => 1000 * 1000 * 1000,
+            "GiB" => GIB,
+            other => return Err(format!("unknown size unit `{other}` (use B, KiB, MiB, GiB, KB, MB, GB)")),
+        };
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("`{s}` is too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(ByteSize(n)),
+            Raw::S(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A duration written with its unit: `30s`, `500ms`, `2m`, `1h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    pub const fn from_secs(s: u64) -> Self {
+        HumanDuration(Duration::from_secs(s))
+    }
+}
+
+impl FromStr for HumanDuration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` is not a duration (write 30s, 500ms, 2m)"))?;
+        let d = match unit.trim() {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "" => return Err(format!("`{s}` needs a unit (ms, s, m, h)")),
+            other => return Err(format!("unknown duration unit `{other}` (use ms, s, m, h)")),
+        };
+        Ok(HumanDuration(d))
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_file_sink() {
+        let c = Config::load(None, vec![]).unwrap();
+        assert_eq!(c.server.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.sink.kind, SinkKind::File);
+        assert_eq!(c.file.dir, PathBuf::from("data"));
+        assert_eq!(c.limits.max_body_bytes.0, 5 * MIB);
+        assert_eq!(c.limits.max_decompressed_bytes.0, 20 * MIB);
+        assert_eq!(c.limits.max_event_bytes.0, MIB);
+        assert_eq!(c.limits.max_events, 1000);
+        assert_eq!(c.limits.max_depth, 64);
+        assert_eq!(c.server.shutdown_grace.0, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn env_overrides_file_and_types_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(
+            &path,
+            "[server]\nlisten = \"127.0.0.1:1\"\n[kafka]\nlinger_ms = 50\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&path),
+            env(&[
+                ("SLUICE_SERVER__LISTEN", "127.0.0.1:8081"),
+                ("SLUICE_SINK__KIND", "kafka"),
+                ("SLUICE_KAFKA__BROKERS", "a:9092, b:9092"),
+                ("SLUICE_KAFKA__PROPERTIES__SOCKET_TIMEOUT_MS", "1000"),
+                ("SLUICE_LIMITS__MAX_EVENT_BYTES", "64KiB"),
+                ("SLUICE_LIMITS__MAX_EVENTS", "10"),
+                ("SLUICE_SERVER__DRAIN_DELAY", "0s"),
+                ("OTHER", "ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8081");
+        assert_eq!(c.sink.kind, SinkKind::Kafka);
+        assert_eq!(c.kafka.brokers, vec!["a:9092", "b:9092"]);
+        assert_eq!(c.kafka.linger_ms, 50, "file value kept where env is silent");
+        assert_eq!(c.kafka.properties["socket.timeout.ms"], "1000");
+        assert_eq!(c.limits.max_event_bytes.0, 64 * KIB);
+        assert_eq!(c.limits.max_events, 10);
+        assert_eq!(c.server.drain_delay.0, Duration::ZERO);
+    }
+
+    fn err(pairs: &[(&str, &str)]) -> String {
+        Config::load(None, env(pairs)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        assert!(err(&[("SLUICE_SERVER__LISTEN", "nope")]).contains("server.listen"));
+        assert!(err(&[("SLUICE_LIMITS__MAX_BODY_BYTES", "5 parsecs")]).contains("limits.max_body_bytes"));
+        assert!(err(&[("SLUICE_SINK__KIND", "carrier-pigeon")]).contains("sink.kind"));
+        assert!(err(&[("SLUICE_SINK__KIND", "kafka")]).contains("kafka.brokers"));
+        assert!(err(&[("SLUICE_LIMITS__MAX_EVENTS", "0")]).contains("limits.max_events"));
+        assert!(err(&[("SLUICE_SERVER__SHUTDOWN_GRACE", "30")]).contains("server.shutdown_grace"));
+        assert!(err(&[("SLUICE_SERVER__TYPO", "1")]).contains("typo"));
+        assert!(err(&[("SLUICE_NOSECTION", "1")]).contains("SLUICE_<SECTION>__<FIELD>"));
+        assert!(err(&[
+            ("SLUICE_SINK__KIND", "kafka"),
+            ("SLUICE_KAFKA__BROKERS", "x:1"),
+            ("SLUICE_KAFKA__COMPRESSION", "brotli")
+        ])
+        .contains("kafka.compression"));
+    }
+
+    #[test]
+    fn sizes_and_durations_parse() {
+        assert_eq!("5MiB".parse::<ByteSize>().unwrap().0, 5 * MIB);
+        assert_eq!("1KB".parse::<ByteSize>().unwrap().0, 1000);
+        assert_eq!("123".parse::<ByteSize>().unwrap().0, 123);
+        assert!("99999999999999999999GiB".parse::<ByteSize>().is_err());
+        assert_eq!("500ms".parse::<HumanDuration>().unwrap().0, Duration::from_millis(500));
+        assert_eq!("2m".parse::<HumanDuration>().unwrap().0, Duration::from_secs(120));
+        assert!("2".parse::<HumanDuration>().is_err());
+    }
+}

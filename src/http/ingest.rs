@@ -1,0 +1,214 @@
+//! `POST /v1/events`: check encoding and type before reading, read the body under its cap and
+//! timeout, inflate under the decompressed cap, decode, hand to the pipeline, and answer only
+//! once every accepted event is durable.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::App;
+use crate::error::{retry_after_header, ApiError, ErrorBody};
+use crate::event::body::{self, BodyError, Encoding};
+use crate::event::{self, BodyFormat, Decoded, RequestError};
+use crate::pipeline::Outcome;
+use crate::telemetry;
+
+/// Bodies above this are decoded on the blocking pool, so inflating and parsing megabytes
+/// does not stall other requests on the same runtime thread.
+const INLINE_DECODE_MAX: usize = 256 * 1024;
+
+/// Seconds a client should wait after a 503. TODO(backpressure issue): derive from the drain
+/// rate instead of a constant.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
+#[derive(Serialize)]
+struct IngestBody<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorBody<'a>>,
+    accepted: usize,
+    rejected: usize,
+    results: Vec<EventResult<'a>>,
+}
+
+#[derive(Serialize)]
+struct EventResult<'a> {
+    index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ItemError<'a>>,
+}
+
+#[derive(Serialize)]
+struct ItemError<'a> {
+    code: &'a str,
+    pointer: &'a str,
+    message: &'a str,
+}
+
+pub async fn ingest(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    match accept(&app, &headers, body).await {
+        Ok(outcomes) => respond(&outcomes),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn accept(app: &App, headers: &HeaderMap, body: Body) -> Result<Vec<Outcome>, ApiError> {
+    let limits = &app.config.limits;
+    let header_str = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+
+    // Refuse what we cannot read before reading it.
+    let encoding = Encoding::parse(header_str(header::CONTENT_ENCODING))
+        .map_err(|e| ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding", e.to_string()))?;
+    let content_type = header_str(header::CONTENT_TYPE).map(str::to_owned);
+    let binary = headers.contains_key("ce-specversion") || headers.contains_key("ce-type");
+    let format = BodyFormat::detect(content_type.as_deref(), binary).map_err(request_error)?;
+    let max_body = limits.max_body_bytes.as_usize();
+    if let Some(len) = header_str(header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok()) {
+        if len > max_body as u64 {
+            return Err(too_large("body_too_large", format!("the body is {len} bytes; at most {max_body} are accepted")));
+        }
+    }
+
+    if !app.sink_ready() {
+        return Err(ApiError::unavailable(
+            "sink_unavailable",
+            "the event sink is unreachable; nothing was accepted",
+            RETRY_AFTER_SECS,
+        ));
+    }
+    let raw = read_body(body, max_body, app.config.server.body_timeout.0).await?;
+
+    let ce_headers: Vec<(String, Vec<u8>)> = if binary {
+        headers
+            .iter()
+            .filter_map(|(k, v)| k.as_str().strip_prefix("ce-").map(|a| (a.to_string(), v.as_bytes().to_vec())))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let big = raw.len() > INLINE_DECODE_MAX;
+    let limits2 = limits.clone();
+    let decode = move || -> Result<Decoded, ApiError> {
+        let inflated = body::decode(encoding, raw, limits2.max_decompressed_bytes.as_usize()).map_err(body_error)?;
+        if format == BodyFormat::Binary {
+            let iter = ce_headers.iter().map(|(k, v)| (k.as_str(), v.as_slice()));
+            event::decode_binary(iter, content_type.as_deref(), inflated, &limits2)
+        } else {
+            event::decode_body(format, &inflated, &limits2)
+        }
+        .map_err(request_error)
+    };
+    let decoded = if big {
+        tokio::task::spawn_blocking(decode).await.map_err(ApiError::internal)??
+    } else {
+        decode()?
+    };
+
+    let n = decoded.len();
+    let _inflight = InflightGuard::new(n);
+    Ok(app.pipeline.process(decoded).await)
+}
+
+async fn read_body(body: Body, max: usize, timeout: std::time::Duration) -> Result<Bytes, ApiError> {
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, max)).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!("the body was not received within {}s", timeout.as_secs()),
+        )),
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => {
+            let inner = e.into_inner();
+            if inner.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                Err(too_large("body_too_large", format!("the body exceeds {max} bytes")))
+            } else {
+                Err(ApiError::new(StatusCode::BAD_REQUEST, "body_read_failed", format!("the body could not be read: {inner}")))
+            }
+        }
+    }
+}
+
+fn too_large(code: &'static str, message: String) -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, code, message)
+}
+
+fn body_error(e: BodyError) -> ApiError {
+    match &e {
+        BodyError::UnsupportedEncoding(_) => {
+            ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding", e.to_string())
+        }
+        BodyError::TooLarge { .. } => too_large("decompressed_too_large", e.to_string()),
+        BodyError::Corrupt { .. } => ApiError::new(StatusCode::BAD_REQUEST, "invalid_compression", e.to_string()),
+    }
+}
+
+fn request_error(e: RequestError) -> ApiError {
+    metrics::counter!(telemetry::EVENTS_REJECTED, "reason" => e.code()).increment(1);
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    ApiError::new(status, e.code(), e.to_string())
+}
+
+/// 200 all durable; 207 some; otherwise one status for the whole request: 503 when any
+/// event could succeed on retry, the events' common status when they share one, else 400.
+fn respond(outcomes: &[Outcome]) -> Response {
+    let accepted = outcomes.iter().filter(|o| o.status == 200).count();
+    let rejected = outcomes.len() - accepted;
+    let results = outcomes
+        .iter()
+        .enumerate()
+        .map(|(index, o)| EventResult {
+            index,
+            id: o.id.as_deref(),
+            status: o.status,
+            error: o.error.as_ref().map(|e| ItemError { code: e.code, pointer: &e.pointer, message: &e.message }),
+        })
+        .collect();
+    let (status, error, retry) = if rejected == 0 {
+        (StatusCode::OK, None, false)
+    } else if accepted > 0 {
+        (StatusCode::MULTI_STATUS, None, outcomes.iter().any(|o| o.retriable))
+    } else if outcomes.iter().any(|o| o.retriable) {
+        let e = ErrorBody { code: "sink_unavailable", message: "no event could be made durable; retry later" };
+        (StatusCode::SERVICE_UNAVAILABLE, Some(e), true)
+    } else {
+        let first = outcomes[0].status;
+        let same = outcomes.iter().all(|o| o.status == first);
+        let status = if same { StatusCode::from_u16(first).unwrap_or(StatusCode::BAD_REQUEST) } else { StatusCode::BAD_REQUEST };
+        let e = match (outcomes.len(), outcomes[0].error.as_ref()) {
+            (1, Some(err)) => ErrorBody { code: err.code, message: &err.message },
+            _ => ErrorBody { code: "events_rejected", message: "every event in the request was rejected; see results" },
+        };
+        (status, Some(e), false)
+    };
+    let body = IngestBody { error, accepted, rejected, results };
+    let mut resp = (status, Json(body)).into_response();
+    if retry {
+        let (k, v) = retry_after_header(RETRY_AFTER_SECS);
+        resp.headers_mut().insert(k, v);
+    }
+    resp
+}
+
+/// Counts events from decoding until the answer, including while waiting on the sink.
+struct InflightGuard(usize);
+
+impl InflightGuard {
+    fn new(n: usize) -> Self {
+        metrics::gauge!(telemetry::INFLIGHT_EVENTS).increment(n as f64);
+        InflightGuard(n)
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        metrics::gauge!(telemetry::INFLIGHT_EVENTS).decrement(self.0 as f64);
+    }
+}

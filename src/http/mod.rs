@@ -1,0 +1,112 @@
+//! HTTP surface: the router, its layers, and the shared [`App`] state. Handlers stay thin:
+//! decoding lives in `event`, policy in `pipeline`, I/O in `sink`.
+
+mod health;
+mod ingest;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub use ingest::RETRY_AFTER_SECS;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::pipeline::Pipeline;
+use crate::telemetry;
+
+/// Everything a request may need, shared by all of them.
+pub struct App {
+    pub config: Config,
+    pub pipeline: Pipeline,
+    pub metrics: PrometheusHandle,
+    /// Set on the shutdown signal: readiness fails first so load balancers stop sending.
+    pub shutting_down: AtomicBool,
+}
+
+impl App {
+    pub fn sink_ready(&self) -> bool {
+        self.pipeline.sink.is_ready()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+}
+
+/// Routes clients use. Admin routes are merged in unless `server.admin_listen` moves them.
+pub fn router(app: Arc<App>, with_admin: bool) -> axum::Router {
+    let mut r = axum::Router::new().route("/v1/events", post(ingest::ingest));
+    if with_admin {
+        r = r.merge(admin_routes());
+    }
+    layered(r, app)
+}
+
+/// /healthz, /readyz, /metrics on their own, for `server.admin_listen`.
+pub fn admin_router(app: Arc<App>) -> axum::Router {
+    layered(admin_routes(), app)
+}
+
+fn admin_routes() -> axum::Router<Arc<App>> {
+    axum::Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+}
+
+fn layered(routes: axum::Router<Arc<App>>, app: Arc<App>) -> axum::Router {
+    routes
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+        })
+        // Per-route metrics need the matched route template, known only after routing.
+        .route_layer(middleware::from_fn(track_metrics))
+        .layer(
+            ServiceBuilder::new()
+                // Every request gets an id first, so the trace span and the answer carry it.
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                // One span per request, carrying that id.
+                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                    let id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = id)
+                }))
+                // Clients get the id back to quote in bug reports.
+                .layer(PropagateRequestIdLayer::x_request_id())
+                // A bug in a handler becomes our JSON 500, not a dropped connection.
+                .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+                    ApiError::internal("handler panicked").into_response()
+                })),
+        )
+        .with_state(app)
+}
+
+async fn track_metrics(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::histogram!(telemetry::HTTP_REQUEST_DURATION, "route" => route.clone()).record(started.elapsed().as_secs_f64());
+    metrics::counter!(telemetry::HTTP_REQUESTS, "route" => route, "status" => status).increment(1);
+    resp
+}

@@ -1,0 +1,163 @@
+//! Sluice: an HTTP ingestion gateway. Clients POST CloudEvents; each is validated against its
+//! JSON Schema and answered 2xx only once it is durable in the sink.
+//!
+//! # Layout
+//! - [`config`]: the TOML + `SLUICE_*` environment contract, validated at start.
+//! - [`http`]: router, layers, ingest handler, probes and metrics endpoint.
+//! - [`event`]: CloudEvents decoding (single, batch, NDJSON, binary) and request limits.
+//! - [`registry`]: schema stores and the lock-free cache of compiled validators.
+//! - [`pipeline`]: validate, route, build records, publish, per-event outcomes.
+//! - [`sink`]: the `Sink` trait and its Kafka, file and blackhole implementations.
+//! - [`telemetry`]: metric names and logging setup.
+//! - [`error`]: the API error shape.
+//!
+//! [`serve`] runs the real server on a listener the caller binds and stops when the caller's
+//! future resolves, so `main`, the tests and the benchmarks all run the same code.
+
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod http;
+pub mod pipeline;
+pub mod registry;
+pub mod sink;
+pub mod telemetry;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::http::App;
+use crate::pipeline::{Pipeline, Router};
+use crate::registry::{DirStore, ValidatorCache};
+
+/// Builds the application: loads and compiles schemas, connects the sink.
+pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
+    let metrics = telemetry::prometheus();
+    let validators = ValidatorCache::load(Arc::new(DirStore::new(&config.schemas.dir)))
+        .await
+        .context("loading schemas")?;
+    let catalog = validators.catalog();
+    if catalog.is_empty() {
+        tracing::warn!(dir = %config.schemas.dir.display(), "no schemas found: every event will be rejected as unknown_type");
+    }
+    metrics::gauge!(telemetry::SCHEMAS_LOADED).set(catalog.len() as f64);
+    let router = Router::from_config(&config.routes).map_err(|(field, msg)| anyhow::anyhow!("config field `{field}`: {msg}"))?;
+    let sink = sink::from_config(&config).await?;
+    Ok(Arc::new(App {
+        pipeline: Pipeline { validators: Arc::new(validators), router, sink },
+        metrics,
+        shutting_down: AtomicBool::new(false),
+        config,
+    }))
+}
+
+/// Runs Sluice on `listener` until `shutdown` resolves, then drains:
+/// readiness turns 503 at once, the listener stays open for `server.drain_delay` (load
+/// balancers deregister), in-flight requests finish, the sink flushes, and the whole sequence
+/// ends within `server.shutdown_grace`.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = build(config).await?;
+    run(app, listener, shutdown).await
+}
+
+/// [`serve`] for an application already built.
+pub async fn run(
+    app: Arc<App>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let grace = app.config.server.shutdown_grace.0;
+    let drain_delay = app.config.server.drain_delay.0;
+    let admin = match app.config.server.admin_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding server.admin_listen {addr}"))?,
+        ),
+        None => None,
+    };
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        admin = ?admin.as_ref().and_then(|l| l.local_addr().ok()),
+        sink = app.pipeline.sink.kind(),
+        schemas = app.pipeline.validators.catalog().len(),
+        "sluice serving"
+    );
+
+    // `signalled` flips when shutdown starts (the grace clock starts then); `stop` flips when
+    // the listeners should close.
+    let (signalled_tx, mut signalled) = watch::channel(None::<Instant>);
+    let (stop_tx, stop) = watch::channel(false);
+    {
+        let app = app.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            app.shutting_down.store(true, Ordering::Relaxed);
+            metrics::gauge!(telemetry::READY).set(0.0);
+            tracing::info!(?drain_delay, ?grace, "shutdown: readiness is 503, draining");
+            let _ = signalled_tx.send(Some(Instant::now()));
+            tokio::time::sleep(drain_delay).await;
+            tracing::info!("shutdown: closing listeners, finishing in-flight requests");
+            let _ = stop_tx.send(true);
+        });
+    }
+    {
+        let handle = app.metrics.clone();
+        let app = Arc::downgrade(&app);
+        tokio::spawn(async move {
+            // Histograms accumulate samples until upkeep folds them; do it even if nobody scrapes.
+            while app.strong_count() > 0 {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                handle.run_upkeep();
+            }
+        });
+    }
+
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let main = axum::serve(listener, http::router(app.clone(), admin.is_none()))
+        .with_graceful_shutdown(stopped(stop.clone()));
+    let main = async move { main.await };
+    let admin_server = async {
+        match admin {
+            Some(l) => axum::serve(l, http::admin_router(app.clone()))
+                .with_graceful_shutdown(stopped(stop.clone()))
+                .await,
+            None => Ok(()),
+        }
+    };
+    let servers = async { tokio::try_join!(main, admin_server) };
+    let grace_expired = async {
+        let started = *signalled.wait_for(Option::is_some).await.expect("sender lives in the task").as_ref().expect("is_some");
+        tokio::time::sleep_until((started + grace).into()).await;
+        started
+    };
+    let started = tokio::select! {
+        res = servers => {
+            res.context("serving HTTP")?;
+            signalled.borrow().unwrap_or_else(Instant::now)
+        }
+        started = grace_expired => {
+            tracing::warn!("shutdown grace period over with requests still in flight; exiting anyway");
+            started
+        }
+    };
+    let left = (started + grace).saturating_duration_since(Instant::now());
+    match app.pipeline.sink.flush(left.max(Duration::from_millis(100))).await {
+        Ok(()) => tracing::info!("shutdown: sink flushed"),
+        Err(e) => tracing::warn!(error = %e, "shutdown: sink flush incomplete"),
+    }
+    Ok(())
+}

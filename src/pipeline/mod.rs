@@ -1,0 +1,181 @@
+//! The path from decoded events to per-event outcomes: validate against the registry, route,
+//! build records, publish, and match each receipt back to its event in request order.
+//!
+//! It owns policy (which topic, which key, which headers) and leaves mechanism to the sink.
+//! It knows nothing of HTTP: the caller turns outcomes into a status and a body.
+
+mod route;
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+pub use route::Router;
+
+use crate::event::{Decoded, Event, EventError};
+use crate::registry::ValidatorCache;
+use crate::sink::{Record, Sink};
+use crate::telemetry;
+
+/// What happened to one event of a request.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub id: Option<String>,
+    /// 200 when durable; otherwise the status of `error`.
+    pub status: u16,
+    pub error: Option<EventError>,
+    /// Whether retrying the same event later may succeed (delivery failures).
+    pub retriable: bool,
+}
+
+impl Outcome {
+    fn accepted(id: String) -> Self {
+        Outcome { id: Some(id), status: 200, error: None, retriable: false }
+    }
+
+    fn rejected(id: Option<String>, error: EventError) -> Self {
+        Outcome { id, status: error.status, error: Some(error), retriable: false }
+    }
+}
+
+pub struct Pipeline {
+    pub validators: Arc<ValidatorCache>,
+    pub router: Router,
+    pub sink: Arc<dyn Sink>,
+}
+
+impl Pipeline {
+    pub async fn process(&self, decoded: Decoded) -> Vec<Outcome> {
+        let received = rfc3339_millis(SystemTime::now());
+        let catalog = self.validators.catalog();
+        let mut outcomes = Vec::with_capacity(decoded.len());
+        let mut records = Vec::with_capacity(decoded.len());
+        let mut record_index = Vec::with_capacity(decoded.len());
+        for item in decoded {
+            let event = match item {
+                Ok(ev) => ev,
+                Err(r) => {
+                    outcomes.push(Outcome::rejected(r.id, r.error));
+                    continue;
+                }
+            };
+            match ValidatorCache::validate(&catalog, &event) {
+                Ok(version) => {
+                    record_index.push(outcomes.len());
+                    records.push(self.record(&event, version, &received));
+                    outcomes.push(Outcome::accepted(event.id));
+                }
+                Err(e) => outcomes.push(Outcome::rejected(Some(event.id), e)),
+            }
+        }
+        for o in &outcomes {
+            if let Some(e) = &o.error {
+                metrics::counter!(telemetry::EVENTS_REJECTED, "reason" => e.code).increment(1);
+            }
+        }
+        if records.is_empty() {
+            return outcomes;
+        }
+        let sink = self.sink.kind();
+        metrics::counter!(telemetry::EVENTS_ACCEPTED).increment(records.len() as u64);
+        let started = Instant::now();
+        let receipts = self.sink.publish(records).await;
+        metrics::histogram!(telemetry::PUBLISH_DURATION, "sink" => sink).record(started.elapsed().as_secs_f64());
+        let mut published = 0u64;
+        for (i, receipt) in record_index.into_iter().zip(receipts) {
+            match receipt {
+                Ok(()) => published += 1,
+                Err(e) => {
+                    metrics::counter!(telemetry::PUBLISH_FAILURES, "sink" => sink, "reason" => e.code()).increment(1);
+                    // Retriable failures are the sink being unavailable (503 + Retry-After);
+                    // a sink refusing a record for good is a server-side problem (500).
+                    let status = if e.retriable() { 503 } else { 500 };
+                    let o = &mut outcomes[i];
+                    o.status = status;
+                    o.retriable = e.retriable();
+                    o.error = Some(EventError::new(status, e.code(), "", e.to_string()));
+                    if !e.retriable() {
+                        tracing::error!(sink, error = %e, "sink refused a record");
+                    }
+                }
+            }
+        }
+        metrics::counter!(telemetry::EVENTS_PUBLISHED, "sink" => sink).increment(published);
+        outcomes
+    }
+
+    /// The CloudEvents Kafka binding in binary mode: `data` is the value, attributes are
+    /// `ce_`-prefixed headers, plus Sluice's own metadata.
+    fn record(&self, ev: &Event, schema_version: u32, received: &str) -> Record {
+        let mut headers: Vec<(&'static str, Bytes)> = Vec::with_capacity(10);
+        let mut put = |k: &'static str, v: &str| headers.push((k, Bytes::copy_from_slice(v.as_bytes())));
+        put("ce_specversion", &ev.specversion);
+        put("ce_id", &ev.id);
+        put("ce_source", &ev.source);
+        put("ce_type", &ev.ty);
+        if let Some(t) = &ev.time {
+            put("ce_time", t);
+        }
+        if let Some(s) = &ev.subject {
+            put("ce_subject", s);
+        }
+        if let Some(s) = &ev.dataschema {
+            put("ce_dataschema", s);
+        }
+        put("content-type", ev.datacontenttype.as_deref().unwrap_or("application/json"));
+        put("sluice_schema_version", &schema_version.to_string());
+        put("sluice_received_time", received);
+        let extension_headers = ev
+            .extensions
+            .iter()
+            .map(|(k, v)| (format!("ce_{k}"), Bytes::copy_from_slice(v.as_bytes())))
+            .collect();
+        Record {
+            topic: self.router.topic_for(&ev.ty),
+            key: Bytes::copy_from_slice(ev.partition_key().as_bytes()),
+            value: ev.data.clone().unwrap_or_else(|| Bytes::from_static(b"null")),
+            headers,
+            extension_headers,
+        }
+    }
+}
+
+/// `2026-11-23T13:41:00.123Z`, without pulling in a calendar crate.
+pub fn rfc3339_millis(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn formats_rfc3339() {
+        assert_eq!(rfc3339_millis(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_440_060_123);
+        assert_eq!(rfc3339_millis(t), "2026-11-23T13:21:00.123Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(rfc3339_millis(leap), "2000-02-29T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,243 @@
+//! Schema registry: where schemas come from ([`SchemaStore`]) and the compiled validators the
+//! ingest path reads ([`ValidatorCache`]).
+//!
+//! The hot path only ever loads an `Arc` snapshot of the catalog: schemas are compiled once
+//! when a catalog is built and swapped in whole, so validation never takes a lock and never
+//! compiles. Remote `$ref`s are refused at compile time, never fetched (no SSRF).
+//!
+//! Today the only store is the `schemas/<subject>/<version>.json` folder; the Confluent-style
+//! registry API and its SQLite/PostgreSQL stores plug in behind the same trait.
+
+mod dir;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use serde_json::Value;
+
+pub use dir::DirStore;
+
+use crate::event::{Event, EventError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("schema store: {0}")]
+    Store(String),
+    #[error("schema {subject} version {version} ({origin}) does not compile: {reason}")]
+    Invalid {
+        subject: String,
+        version: u32,
+        origin: String,
+        reason: String,
+    },
+}
+
+/// One registered schema as a store holds it.
+#[derive(Debug, Clone)]
+pub struct StoredSchema {
+    /// The subject is the event `type` it validates.
+    pub subject: String,
+    pub version: u32,
+    pub schema: Value,
+    /// Where it came from, for error messages (a file path, a database id).
+    pub origin: String,
+}
+
+/// Where schemas live. Implementations do I/O; callers compile.
+#[async_trait]
+pub trait SchemaStore: Send + Sync {
+    async fn all_schemas(&self) -> Result<Vec<StoredSchema>, RegistryError>;
+}
+
+/// A compiled schema, shared by every request that validates against it.
+pub struct CompiledSchema {
+    pub subject: String,
+    pub version: u32,
+    validator: jsonschema::Validator,
+}
+
+impl std::fmt::Debug for CompiledSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CompiledSchema({} v{})", self.subject, self.version)
+    }
+}
+
+impl CompiledSchema {
+    pub fn compile(stored: &StoredSchema) -> Result<CompiledSchema, RegistryError> {
+        let validator = jsonschema::options()
+            .with_retriever(NoRemoteRefs)
+            .build(&stored.schema)
+            .map_err(|e| RegistryError::Invalid {
+                subject: stored.subject.clone(),
+                version: stored.version,
+                origin: stored.origin.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(CompiledSchema {
+            subject: stored.subject.clone(),
+            version: stored.version,
+            validator,
+        })
+    }
+
+    /// Validates an event's `data` (absent data validates as `null`). The error names the
+    /// JSON pointer of the first offending field, relative to the event.
+    pub fn validate(&self, data: &Value) -> Result<(), EventError> {
+        self.validator.validate(data).map_err(|e| {
+            let pointer = format!("/data{}", e.instance_path().as_str());
+            // `masked` leaves the offending value out: the message may be logged.
+            let message: String = e.masked().to_string().chars().take(300).collect();
+            EventError::new(400, "schema_violation", pointer, message)
+        })
+    }
+}
+
+/// Refuses every `$ref` that is not inside the schema itself.
+struct NoRemoteRefs;
+
+impl jsonschema::Retrieve for NoRemoteRefs {
+    fn retrieve(
+        &self,
+        uri: &jsonschema::Uri<String>,
+    ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+        Err(format!("remote $ref {} is not fetched: schemas must be self-contained", uri.as_str()).into())
+    }
+}
+
+/// Every compiled schema by subject and version.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    subjects: HashMap<String, BTreeMap<u32, Arc<CompiledSchema>>>,
+}
+
+impl Catalog {
+    pub fn compile(stored: &[StoredSchema]) -> Result<Catalog, RegistryError> {
+        let mut subjects: HashMap<String, BTreeMap<u32, Arc<CompiledSchema>>> = HashMap::new();
+        for s in stored {
+            let compiled = Arc::new(CompiledSchema::compile(s)?);
+            subjects.entry(s.subject.clone()).or_default().insert(s.version, compiled);
+        }
+        Ok(Catalog { subjects })
+    }
+
+    pub fn len(&self) -> usize {
+        self.subjects.values().map(BTreeMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.subjects.is_empty()
+    }
+
+    /// The schema for an event type: the pinned version, else the latest.
+    pub fn resolve(&self, ty: &str, version: Option<u32>) -> Result<&Arc<CompiledSchema>, EventError> {
+        let versions = self.subjects.get(ty).ok_or_else(|| {
+            EventError::new(
+                400,
+                "unknown_type",
+                "/type",
+                format!("no schema is registered for type `{}`", ty.chars().take(200).collect::<String>()),
+            )
+        })?;
+        match version {
+            None => Ok(versions.values().next_back().expect("a subject has at least one version")),
+            Some(v) => versions.get(&v).ok_or_else(|| {
+                EventError::new(
+                    400,
+                    "unknown_schema_version",
+                    "/schemaversion",
+                    format!("type `{ty}` has no schema version {v}"),
+                )
+            }),
+        }
+    }
+}
+
+/// The validators the ingest path reads, swapped whole when the store changes.
+pub struct ValidatorCache {
+    store: Arc<dyn SchemaStore>,
+    catalog: ArcSwap<Catalog>,
+}
+
+impl ValidatorCache {
+    /// Loads and compiles every schema; any schema that does not compile stops start-up.
+    pub async fn load(store: Arc<dyn SchemaStore>) -> Result<ValidatorCache, RegistryError> {
+        let catalog = Catalog::compile(&store.all_schemas().await?)?;
+        Ok(ValidatorCache {
+            store,
+            catalog: ArcSwap::from_pointee(catalog),
+        })
+    }
+
+    /// Rebuilds the catalog from the store; readers keep the old one until the swap.
+    pub async fn reload(&self) -> Result<usize, RegistryError> {
+        let catalog = Catalog::compile(&self.store.all_schemas().await?)?;
+        let n = catalog.len();
+        self.catalog.store(Arc::new(catalog));
+        Ok(n)
+    }
+
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.load_full()
+    }
+
+    /// Resolves and validates one event, returning the schema version it passed.
+    pub fn validate(catalog: &Catalog, event: &Event) -> Result<u32, EventError> {
+        let schema = catalog.resolve(&event.ty, event.schema_version)?;
+        let data = match &event.data {
+            None => Value::Null,
+            Some(bytes) => serde_json::from_slice(bytes).map_err(|e| {
+                EventError::new(400, "malformed_json", "/data", format!("`data` is not valid JSON: {e}"))
+            })?,
+        };
+        schema.validate(&data)?;
+        Ok(schema.version)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn stored(subject: &str, version: u32, schema: Value) -> StoredSchema {
+        StoredSchema {
+            subject: subject.into(),
+            version,
+            schema,
+            origin: "test".into(),
+        }
+    }
+
+    #[test]
+    fn resolves_latest_or_pinned_and_points_at_the_bad_field() {
+        let cat = Catalog::compile(&[
+            stored("t", 1, json!({"type": "object"})),
+            stored("t", 2, json!({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]})),
+        ])
+        .unwrap();
+        assert_eq!(cat.resolve("t", None).unwrap().version, 2);
+        assert_eq!(cat.resolve("t", Some(1)).unwrap().version, 1);
+        assert_eq!(cat.resolve("t", Some(9)).unwrap_err().code, "unknown_schema_version");
+        assert_eq!(cat.resolve("u", None).unwrap_err().code, "unknown_type");
+        let err = cat.resolve("t", None).unwrap().validate(&json!({"n": "x"})).unwrap_err();
+        assert_eq!((err.code, err.pointer.as_str()), ("schema_violation", "/data/n"));
+        assert!(!err.message.contains("\"x\""), "message echoes the value: {}", err.message);
+        assert!(cat.resolve("t", None).unwrap().validate(&json!({"n": 1})).is_ok());
+    }
+
+    #[test]
+    fn remote_refs_are_refused_not_fetched() {
+        let err = Catalog::compile(&[stored("t", 1, json!({"$ref": "http://127.0.0.1:9/evil.json"}))]).unwrap_err();
+        assert!(err.to_string().contains("not fetched"), "{err}");
+        // Local refs still work.
+        let ok = Catalog::compile(&[stored(
+            "t",
+            1,
+            json!({"$defs": {"n": {"type": "integer"}}, "properties": {"a": {"$ref": "#/$defs/n"}}}),
+        )])
+        .unwrap();
+        assert!(ok.resolve("t", None).unwrap().validate(&json!({"a": "no"})).is_err());
+    }
+}

@@ -1,0 +1,105 @@
+//! Sinks: where accepted events become durable. Pure mechanism: a sink gets finished records
+//! (topic, key, value, headers already decided upstream by `pipeline`) and reports, per
+//! record, whether it is durable. It must not answer `Ok` for a record before that.
+
+mod blackhole;
+mod file;
+mod kafka;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use blackhole::BlackholeSink;
+pub use file::FileSink;
+pub use kafka::KafkaSink;
+
+use crate::config::{Config, SinkKind};
+
+/// One record ready to publish.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub topic: String,
+    pub key: Bytes,
+    pub value: Bytes,
+    pub headers: Vec<(&'static str, Bytes)>,
+    /// Extension headers (`ce_<name>`), whose names are not static.
+    pub extension_headers: Vec<(String, Bytes)>,
+}
+
+impl Record {
+    /// Approximate bytes this record holds while queued.
+    pub fn size(&self) -> usize {
+        self.topic.len()
+            + self.key.len()
+            + self.value.len()
+            + self.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+            + self
+                .extension_headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum DeliveryError {
+    /// The sink's local queue is full: backpressure, try again shortly.
+    #[error("the sink's queue is full")]
+    QueueFull,
+    /// Not acknowledged within the delivery timeout (broker down, partitions offline, ...).
+    #[error("not acknowledged in time: {0}")]
+    TimedOut(String),
+    /// The sink refused the record for good (too large, unknown topic, ...).
+    #[error("refused by the sink: {0}")]
+    Rejected(String),
+    #[error("delivery failed: {0}")]
+    Failed(String),
+}
+
+impl DeliveryError {
+    /// Stable code reported to the client for this event.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DeliveryError::QueueFull => "sink_queue_full",
+            DeliveryError::TimedOut(_) => "delivery_timeout",
+            DeliveryError::Rejected(_) => "delivery_rejected",
+            DeliveryError::Failed(_) => "delivery_failed",
+        }
+    }
+
+    /// Whether the same record could succeed later (answered 503 + Retry-After).
+    pub fn retriable(&self) -> bool {
+        !matches!(self, DeliveryError::Rejected(_))
+    }
+}
+
+/// Outcome of one `publish`: one entry per record, in order.
+pub type Receipts = Vec<Result<(), DeliveryError>>;
+
+#[async_trait]
+pub trait Sink: Send + Sync + 'static {
+    /// Label for metrics and logs.
+    fn kind(&self) -> &'static str;
+
+    /// Publishes the records and waits until each is durable or has failed.
+    async fn publish(&self, records: Vec<Record>) -> Receipts;
+
+    /// Cheap, non-blocking: can the sink take records now? Background probes keep it current.
+    fn is_ready(&self) -> bool;
+
+    /// Waits for everything in flight, at most `timeout`. Called once at shutdown.
+    async fn flush(&self, timeout: Duration) -> Result<(), DeliveryError>;
+}
+
+/// Builds the sink named by `sink.kind`.
+pub async fn from_config(config: &Config) -> anyhow::Result<Arc<dyn Sink>> {
+    Ok(match config.sink.kind {
+        SinkKind::Blackhole => Arc::new(BlackholeSink::default()),
+        SinkKind::File => Arc::new(FileSink::open(&config.file.dir)?),
+        SinkKind::Kafka => Arc::new(KafkaSink::new(&config.kafka)?),
+        SinkKind::Kinesis => anyhow::bail!("sink.kind = \"kinesis\" is not built yet"),
+    })
+}

@@ -1,0 +1,80 @@
+//! Metrics and logs. Every metric name lives here, named `sluice_<name>_<unit>` with
+//! counters ending in `_total`, base units (seconds, bytes) and bounded labels: route
+//! templates, status codes, sink kinds and error codes, never ids or raw event types.
+//! docs/metrics.md lists them for operators.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::config::{LogConfig, LogFormat};
+
+/// Requests by `route` (template) and `status`.
+pub const HTTP_REQUESTS: &str = "sluice_http_requests_total";
+/// Request duration by `route`.
+pub const HTTP_REQUEST_DURATION: &str = "sluice_http_request_duration_seconds";
+/// Events that passed decoding and validation and were handed to the sink.
+pub const EVENTS_ACCEPTED: &str = "sluice_events_accepted_total";
+/// Events refused, by `reason` (the error code the client was given).
+pub const EVENTS_REJECTED: &str = "sluice_events_rejected_total";
+/// Events the sink acknowledged as durable, by `sink`.
+pub const EVENTS_PUBLISHED: &str = "sluice_events_published_total";
+/// Events the sink failed to make durable, by `sink` and `reason`.
+pub const PUBLISH_FAILURES: &str = "sluice_publish_failures_total";
+/// Duration of one publish call (a request's batch, until every record is acked), by `sink`.
+pub const PUBLISH_DURATION: &str = "sluice_publish_duration_seconds";
+/// Events decoded and not yet answered: the autoscaling demand signal.
+pub const INFLIGHT_EVENTS: &str = "sluice_inflight_events";
+/// 1 when /readyz answers 200.
+pub const READY: &str = "sluice_ready";
+/// Compiled schemas in the validator cache.
+pub const SCHEMAS_LOADED: &str = "sluice_schemas_loaded";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The process-wide Prometheus recorder. Installed once; every server in the process (tests
+/// run several) renders from the same handle.
+pub fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .expect("static bucket list is not empty")
+                .install_recorder()
+                .expect("no other metrics recorder is installed");
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(HTTP_REQUESTS, "HTTP requests by route template and status code");
+    describe_histogram!(HTTP_REQUEST_DURATION, Unit::Seconds, "HTTP request duration by route template");
+    describe_counter!(EVENTS_ACCEPTED, "Events that passed validation and were handed to the sink");
+    describe_counter!(EVENTS_REJECTED, "Events refused, by reason code");
+    describe_counter!(EVENTS_PUBLISHED, "Events acknowledged as durable by the sink");
+    describe_counter!(PUBLISH_FAILURES, "Events the sink failed to make durable, by reason code");
+    describe_histogram!(PUBLISH_DURATION, Unit::Seconds, "Time from handing a batch to the sink until every record is acknowledged");
+    describe_gauge!(INFLIGHT_EVENTS, "Events decoded and not yet answered");
+    describe_gauge!(READY, "1 when /readyz answers 200");
+    describe_gauge!(SCHEMAS_LOADED, "Compiled schemas in the validator cache");
+}
+
+/// Logs to stderr, as text or JSON. `RUST_LOG` overrides `log.level`.
+pub fn init_logging(config: &LogConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = match config.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+    if let Err(e) = result {
+        eprintln!("logging already initialised: {e}");
+    }
+}
