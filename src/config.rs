@@ -280,8 +280,8 @@ impl Config {
             }
             overlay_env(&mut root, &var, rest, &value)?;
         }
-        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(root))
-            .map_err(|e| {
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(root)).map_err(|e| {
                 let field = e.path().to_string();
                 field_error(&field, e.into_inner().message().to_string())
             })?;
@@ -397,7 +397,12 @@ fn overlay_env(
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         table = match entry {
             toml::Value::Table(t) => t,
-            _ => return Err(field_error(&keys.join("."), format!("{var} names a field inside a value that is not a section"))),
+            _ => {
+                return Err(field_error(
+                    &keys.join("."),
+                    format!("{var} names a field inside a value that is not a section"),
+                ))
+            }
         };
     }
     table.insert(last.clone(), leaf);
@@ -458,9 +463,7 @@ impl FromStr for ByteSize {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let split = s
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(s.len());
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
         let n: u64 = num
             .parse()
@@ -473,7 +476,11 @@ impl FromStr for ByteSize {
             "MiB" => MIB,
             "GB" => 1000 * 1000 * 1000,
             "GiB" => GIB,
-            other => return Err(format!("unknown size unit `{other}` (use B, KiB, MiB, GiB, KB, MB, GB)")),
+            other => {
+                return Err(format!(
+                    "unknown size unit `{other}` (use B, KiB, MiB, GiB, KB, MB, GB)"
+                ))
+            }
         };
         n.checked_mul(mult)
             .map(ByteSize)
@@ -510,9 +517,7 @@ impl FromStr for HumanDuration {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let split = s
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(s.len());
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
         let n: u64 = num
             .parse()
@@ -601,7 +606,8 @@ mod tests {
     #[test]
     fn bad_values_name_the_field() {
         assert!(err(&[("SLUICE_SERVER__LISTEN", "nope")]).contains("server.listen"));
-        assert!(err(&[("SLUICE_LIMITS__MAX_BODY_BYTES", "5 parsecs")]).contains("limits.max_body_bytes"));
+        assert!(err(&[("SLUICE_LIMITS__MAX_BODY_BYTES", "5 parsecs")])
+            .contains("limits.max_body_bytes"));
         assert!(err(&[("SLUICE_SINK__KIND", "carrier-pigeon")]).contains("sink.kind"));
         assert!(err(&[("SLUICE_SINK__KIND", "kafka")]).contains("kafka.brokers"));
         assert!(err(&[("SLUICE_LIMITS__MAX_EVENTS", "0")]).contains("limits.max_events"));
@@ -622,8 +628,14 @@ mod tests {
         assert_eq!("1KB".parse::<ByteSize>().unwrap().0, 1000);
         assert_eq!("123".parse::<ByteSize>().unwrap().0, 123);
         assert!("99999999999999999999GiB".parse::<ByteSize>().is_err());
-        assert_eq!("500ms".parse::<HumanDuration>().unwrap().0, Duration::from_millis(500));
-        assert_eq!("2m".parse::<HumanDuration>().unwrap().0, Duration::from_secs(120));
+        assert_eq!(
+            "500ms".parse::<HumanDuration>().unwrap().0,
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            "2m".parse::<HumanDuration>().unwrap().0,
+            Duration::from_secs(120)
+        );
         assert!("2".parse::<HumanDuration>().is_err());
     }
 }

@@ -29,7 +29,12 @@ struct Envelope<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), retry_after: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
     }
 
     pub fn unavailable(code: &'static str, message: impl Into<String>, retry_after: u64) -> Self {
@@ -44,7 +49,11 @@ impl ApiError {
     /// A 500 whose cause goes to the log, not to the client.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(%cause, "internal error");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the server log",
+        )
     }
 }
 
@@ -54,7 +63,12 @@ pub fn retry_after_header(secs: u64) -> (header::HeaderName, HeaderValue) {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Envelope { error: ErrorBody { code: self.code, message: &self.message } };
+        let body = Envelope {
+            error: ErrorBody {
+                code: self.code,
+                message: &self.message,
+            },
+        };
         let mut resp = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             let (k, v) = retry_after_header(secs);

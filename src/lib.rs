@@ -48,10 +48,15 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
         tracing::warn!(dir = %config.schemas.dir.display(), "no schemas found: every event will be rejected as unknown_type");
     }
     metrics::gauge!(telemetry::SCHEMAS_LOADED).set(catalog.len() as f64);
-    let router = Router::from_config(&config.routes).map_err(|(field, msg)| anyhow::anyhow!("config field `{field}`: {msg}"))?;
+    let router = Router::from_config(&config.routes)
+        .map_err(|(field, msg)| anyhow::anyhow!("config field `{field}`: {msg}"))?;
     let sink = sink::from_config(&config).await?;
     Ok(Arc::new(App {
-        pipeline: Pipeline { validators: Arc::new(validators), router, sink },
+        pipeline: Pipeline {
+            validators: Arc::new(validators),
+            router,
+            sink,
+        },
         metrics,
         shutting_down: AtomicBool::new(false),
         config,
@@ -132,15 +137,22 @@ pub async fn run(
     let main = async move { main.await };
     let admin_server = async {
         match admin {
-            Some(l) => axum::serve(l, http::admin_router(app.clone()))
-                .with_graceful_shutdown(stopped(stop.clone()))
-                .await,
+            Some(l) => {
+                axum::serve(l, http::admin_router(app.clone()))
+                    .with_graceful_shutdown(stopped(stop.clone()))
+                    .await
+            }
             None => Ok(()),
         }
     };
     let servers = async { tokio::try_join!(main, admin_server) };
     let grace_expired = async {
-        let started = *signalled.wait_for(Option::is_some).await.expect("sender lives in the task").as_ref().expect("is_some");
+        let started = *signalled
+            .wait_for(Option::is_some)
+            .await
+            .expect("sender lives in the task")
+            .as_ref()
+            .expect("is_some");
         tokio::time::sleep_until((started + grace).into()).await;
         started
     };
@@ -155,7 +167,12 @@ pub async fn run(
         }
     };
     let left = (started + grace).saturating_duration_since(Instant::now());
-    match app.pipeline.sink.flush(left.max(Duration::from_millis(100))).await {
+    match app
+        .pipeline
+        .sink
+        .flush(left.max(Duration::from_millis(100)))
+        .await
+    {
         Ok(()) => tracing::info!("shutdown: sink flushed"),
         Err(e) => tracing::warn!(error = %e, "shutdown: sink flush incomplete"),
     }

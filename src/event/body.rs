@@ -65,8 +65,8 @@ pub fn decode(encoding: Encoding, body: Bytes, limit: usize) -> Result<Bytes, Bo
                 }
             }
             let mut out = CappedBuf::new(limit, body.len());
-            let mut decoder =
-                zstd::stream::read::Decoder::with_buffer(&body[..]).map_err(|e| corrupt("zstd", e))?;
+            let mut decoder = zstd::stream::read::Decoder::with_buffer(&body[..])
+                .map_err(|e| corrupt("zstd", e))?;
             copy(&mut decoder, &mut out, "zstd", limit)?;
             Ok(out.into_bytes())
         }
@@ -145,14 +145,23 @@ mod tests {
     #[test]
     fn round_trips_and_caps() {
         let data = vec![b'a'; 10_000];
-        assert_eq!(decode(Encoding::Gzip, gzip(&data), 10_000).unwrap().len(), 10_000);
+        assert_eq!(
+            decode(Encoding::Gzip, gzip(&data), 10_000).unwrap().len(),
+            10_000
+        );
         assert_eq!(
             decode(Encoding::Gzip, gzip(&data), 9_999),
             Err(BodyError::TooLarge { limit: 9_999 })
         );
         let z = Bytes::from(zstd::encode_all(&data[..], 3).unwrap());
-        assert_eq!(decode(Encoding::Zstd, z.clone(), 10_000).unwrap().len(), 10_000);
-        assert!(matches!(decode(Encoding::Zstd, z, 100), Err(BodyError::TooLarge { .. })));
+        assert_eq!(
+            decode(Encoding::Zstd, z.clone(), 10_000).unwrap().len(),
+            10_000
+        );
+        assert!(matches!(
+            decode(Encoding::Zstd, z, 100),
+            Err(BodyError::TooLarge { .. })
+        ));
         assert!(matches!(
             decode(Encoding::Gzip, Bytes::from_static(b"not gzip"), 100),
             Err(BodyError::Corrupt { .. })

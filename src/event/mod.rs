@@ -64,7 +64,12 @@ pub struct EventError {
 }
 
 impl EventError {
-    pub fn new(status: u16, code: &'static str, pointer: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(
+        status: u16,
+        code: &'static str,
+        pointer: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             status,
             code,
@@ -134,7 +139,10 @@ pub enum BodyFormat {
 impl BodyFormat {
     /// Picks the format from the headers. Binary mode is signalled by `ce-specversion` (the
     /// HTTP binding's required header) or `ce-type`.
-    pub fn detect(content_type: Option<&str>, has_ce_headers: bool) -> Result<BodyFormat, RequestError> {
+    pub fn detect(
+        content_type: Option<&str>,
+        has_ce_headers: bool,
+    ) -> Result<BodyFormat, RequestError> {
         if has_ce_headers {
             return Ok(BodyFormat::Binary);
         }
@@ -142,7 +150,9 @@ impl BodyFormat {
         match media.as_str() {
             "application/cloudevents+json" | "application/json" => Ok(BodyFormat::Structured),
             "application/cloudevents-batch+json" => Ok(BodyFormat::Batch),
-            "application/x-ndjson" | "application/ndjson" | "application/jsonl" => Ok(BodyFormat::Ndjson),
+            "application/x-ndjson" | "application/ndjson" | "application/jsonl" => {
+                Ok(BodyFormat::Ndjson)
+            }
             _ => Err(RequestError::UnsupportedMediaType(
                 content_type.unwrap_or("(none)").chars().take(100).collect(),
             )),
@@ -165,7 +175,11 @@ fn is_json_media(content_type: &str) -> bool {
 }
 
 /// Decodes a structured, batch or NDJSON body (already decompressed).
-pub fn decode_body(format: BodyFormat, body: &Bytes, limits: &LimitsConfig) -> Result<Decoded, RequestError> {
+pub fn decode_body(
+    format: BodyFormat,
+    body: &Bytes,
+    limits: &LimitsConfig,
+) -> Result<Decoded, RequestError> {
     let text = std::str::from_utf8(body)
         .map_err(|e| RequestError::Malformed(format!("not UTF-8 ({e})")))?;
     match format {
@@ -187,8 +201,8 @@ pub fn decode_body(format: BodyFormat, body: &Bytes, limits: &LimitsConfig) -> R
                         limit: limits.max_event_bytes.as_usize(),
                     });
                 }
-                let raw: &RawValue =
-                    serde_json::from_str(text).map_err(|e| RequestError::Malformed(e.to_string()))?;
+                let raw: &RawValue = serde_json::from_str(text)
+                    .map_err(|e| RequestError::Malformed(e.to_string()))?;
                 Ok(vec![decode_structured(body, raw.get(), limits)])
             }
         }
@@ -238,7 +252,12 @@ fn decode_ndjson(body: &Bytes, text: &str, limits: &LimitsConfig) -> Result<Deco
             Ok(raw) => decode_structured(body, raw.get(), limits),
             Err(e) => Err(Rejected {
                 id: None,
-                error: EventError::new(400, "malformed_json", "", format!("this line is not valid JSON: {e}")),
+                error: EventError::new(
+                    400,
+                    "malformed_json",
+                    "",
+                    format!("this line is not valid JSON: {e}"),
+                ),
             }),
         })
         .collect())
@@ -254,12 +273,19 @@ fn decode_structured(body: &Bytes, raw: &str, limits: &LimitsConfig) -> Result<E
                 413,
                 "event_too_large",
                 "",
-                format!("the event is {} bytes; at most {} are accepted", raw.len(), limits.max_event_bytes.0),
+                format!(
+                    "the event is {} bytes; at most {} are accepted",
+                    raw.len(),
+                    limits.max_event_bytes.0
+                ),
             ),
         ));
     }
     let fields: HashMap<String, &RawValue> = serde_json::from_str(raw).map_err(|_| {
-        reject(None, EventError::new(400, "invalid_event", "", "an event must be a JSON object"))
+        reject(
+            None,
+            EventError::new(400, "invalid_event", "", "an event must be a JSON object"),
+        )
     })?;
     let id = match fields.get("id") {
         Some(v) => Some(string_attr("id", v).map_err(|e| reject(None, e))?),
@@ -279,7 +305,9 @@ fn decode_structured(body: &Bytes, raw: &str, limits: &LimitsConfig) -> Result<E
                     "binary data cannot be validated against a JSON Schema; send JSON in `data`",
                 )))
             }
-            _ => ev.attribute(name, &scalar_attr(name, value).map_err(fail)?).map_err(fail)?,
+            _ => ev
+                .attribute(name, &scalar_attr(name, value).map_err(fail)?)
+                .map_err(fail)?,
         }
     }
     let id_for_error = id.clone();
@@ -331,13 +359,17 @@ pub fn decode_binary<'h>(
     }
     let trimmed_empty = body.iter().all(u8::is_ascii_whitespace);
     if !trimmed_empty {
-        let text = std::str::from_utf8(&body).map_err(|e| RequestError::Malformed(format!("not UTF-8 ({e})")))?;
+        let text = std::str::from_utf8(&body)
+            .map_err(|e| RequestError::Malformed(format!("not UTF-8 ({e})")))?;
         // In binary mode the body is `data`, one level below the event.
         check_depth(text.as_bytes(), limits.max_depth.saturating_sub(1).max(1))?;
-        serde_json::from_str::<&RawValue>(text).map_err(|e| RequestError::Malformed(e.to_string()))?;
+        serde_json::from_str::<&RawValue>(text)
+            .map_err(|e| RequestError::Malformed(e.to_string()))?;
         ev.data = Some(body);
     }
-    Ok(vec![ev.build(id).map_err(|error| Rejected { id: None, error })])
+    Ok(vec![ev
+        .build(id)
+        .map_err(|error| Rejected { id: None, error })])
 }
 
 #[derive(Default)]
@@ -392,7 +424,14 @@ impl EventBuilder {
         }
         let ty = match self.ty {
             Some(t) if !t.is_empty() => t,
-            _ => return Err(EventError::new(400, "missing_type", "/type", "every event needs a non-empty `type`")),
+            _ => {
+                return Err(EventError::new(
+                    400,
+                    "missing_type",
+                    "/type",
+                    "every event needs a non-empty `type`",
+                ))
+            }
         };
         if let Some(ct) = &self.datacontenttype {
             if !is_json_media(ct) {
@@ -425,7 +464,9 @@ impl EventBuilder {
                 )
             })?);
         } else if let Some(ds) = &self.dataschema {
-            schema_version = ds.rsplit_once("/versions/").and_then(|(_, v)| parse_version(v));
+            schema_version = ds
+                .rsplit_once("/versions/")
+                .and_then(|(_, v)| parse_version(v));
         }
         Ok(Event {
             id: id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
@@ -448,12 +489,21 @@ fn parse_version(s: &str) -> Option<u32> {
 }
 
 fn valid_extension_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 20 && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    !name.is_empty()
+        && name.len() <= 20
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 fn string_attr(name: &str, raw: &RawValue) -> Result<String, EventError> {
     serde_json::from_str::<String>(raw.get()).map_err(|_| {
-        EventError::new(400, "invalid_attribute", format!("/{name}"), format!("`{name}` must be a string"))
+        EventError::new(
+            400,
+            "invalid_attribute",
+            format!("/{name}"),
+            format!("`{name}` must be a string"),
+        )
     })
 }
 
@@ -461,7 +511,12 @@ fn string_attr(name: &str, raw: &RawValue) -> Result<String, EventError> {
 /// JSON format), which are carried as their JSON text.
 fn scalar_attr(name: &str, raw: &RawValue) -> Result<String, EventError> {
     let v: serde_json::Value = serde_json::from_str(raw.get()).map_err(|_| {
-        EventError::new(400, "invalid_attribute", format!("/{}", escape_pointer(name)), "unreadable attribute")
+        EventError::new(
+            400,
+            "invalid_attribute",
+            format!("/{}", escape_pointer(name)),
+            "unreadable attribute",
+        )
     })?;
     match v {
         serde_json::Value::String(s) => Ok(s),
@@ -471,7 +526,10 @@ fn scalar_attr(name: &str, raw: &RawValue) -> Result<String, EventError> {
             400,
             "invalid_attribute",
             format!("/{}", escape_pointer(name)),
-            format!("attribute `{}` must be a string, integer or boolean", name.chars().take(40).collect::<String>()),
+            format!(
+                "attribute `{}` must be a string, integer or boolean",
+                name.chars().take(40).collect::<String>()
+            ),
         )),
     }
 }
@@ -547,7 +605,11 @@ mod tests {
 
     #[test]
     fn single_event_fills_id_and_source_and_keeps_data_bytes() {
-        let out = decode(BodyFormat::Structured, r#"{"type":"t.a","data":{"x": 1},"partitionkey":"k","count":3}"#).unwrap();
+        let out = decode(
+            BodyFormat::Structured,
+            r#"{"type":"t.a","data":{"x": 1},"partitionkey":"k","count":3}"#,
+        )
+        .unwrap();
         let ev = out[0].as_ref().unwrap();
         assert_eq!(ev.ty, "t.a");
         assert_eq!(ev.source, DEFAULT_SOURCE);
@@ -559,14 +621,25 @@ mod tests {
 
     #[test]
     fn batch_and_ndjson_keep_order_and_reject_per_event() {
-        let out = decode(BodyFormat::Batch, r#"[{"type":"a","id":"1"}, 7, {"id":"3"}]"#).unwrap();
+        let out = decode(
+            BodyFormat::Batch,
+            r#"[{"type":"a","id":"1"}, 7, {"id":"3"}]"#,
+        )
+        .unwrap();
         assert_eq!(out.len(), 3);
         assert_eq!(out[0].as_ref().unwrap().id, "1");
         assert_eq!(out[1].as_ref().unwrap_err().error.code, "invalid_event");
         let r = out[2].as_ref().unwrap_err();
-        assert_eq!((r.id.as_deref(), r.error.code, r.error.pointer.as_str()), (Some("3"), "missing_type", "/type"));
+        assert_eq!(
+            (r.id.as_deref(), r.error.code, r.error.pointer.as_str()),
+            (Some("3"), "missing_type", "/type")
+        );
 
-        let out = decode(BodyFormat::Ndjson, "{\"type\":\"a\"}\n\n{oops\r\n{\"type\":\"b\"}\n").unwrap();
+        let out = decode(
+            BodyFormat::Ndjson,
+            "{\"type\":\"a\"}\n\n{oops\r\n{\"type\":\"b\"}\n",
+        )
+        .unwrap();
         assert_eq!(out.len(), 3);
         assert_eq!(out[1].as_ref().unwrap_err().error.code, "malformed_json");
         assert_eq!(out[2].as_ref().unwrap().ty, "b");
@@ -574,16 +647,32 @@ mod tests {
 
     #[test]
     fn request_level_errors() {
-        assert_eq!(decode(BodyFormat::Batch, "[]").unwrap_err(), RequestError::Empty);
-        assert_eq!(decode(BodyFormat::Structured, "  ").unwrap_err(), RequestError::Empty);
-        assert!(matches!(decode(BodyFormat::Structured, "{").unwrap_err(), RequestError::Malformed(_)));
+        assert_eq!(
+            decode(BodyFormat::Batch, "[]").unwrap_err(),
+            RequestError::Empty
+        );
+        assert_eq!(
+            decode(BodyFormat::Structured, "  ").unwrap_err(),
+            RequestError::Empty
+        );
+        assert!(matches!(
+            decode(BodyFormat::Structured, "{").unwrap_err(),
+            RequestError::Malformed(_)
+        ));
         let deep = format!("{}{}", "[".repeat(70), "]".repeat(70));
         assert_eq!(
-            decode(BodyFormat::Structured, &format!(r#"{{"type":"a","data":{deep}}}"#)).unwrap_err(),
+            decode(
+                BodyFormat::Structured,
+                &format!(r#"{{"type":"a","data":{deep}}}"#)
+            )
+            .unwrap_err(),
             RequestError::TooDeep { limit: 64 }
         );
         assert!(BodyFormat::detect(Some("text/plain"), false).is_err());
-        assert_eq!(BodyFormat::detect(Some("application/json; charset=utf-8"), false), Ok(BodyFormat::Structured));
+        assert_eq!(
+            BodyFormat::detect(Some("application/json; charset=utf-8"), false),
+            Ok(BodyFormat::Structured)
+        );
     }
 
     #[test]
@@ -596,22 +685,51 @@ mod tests {
 
     #[test]
     fn attribute_rules() {
-        let code = |s: &str| decode(BodyFormat::Structured, s).unwrap()[0].as_ref().unwrap_err().error.code;
-        assert_eq!(code(r#"{"type":"a","specversion":"0.3"}"#), "unsupported_specversion");
-        assert_eq!(code(r#"{"type":"a","data_base64":"AA=="}"#), "unsupported_data");
-        assert_eq!(code(r#"{"type":"a","datacontenttype":"text/plain"}"#), "unsupported_data");
+        let code = |s: &str| {
+            decode(BodyFormat::Structured, s).unwrap()[0]
+                .as_ref()
+                .unwrap_err()
+                .error
+                .code
+        };
+        assert_eq!(
+            code(r#"{"type":"a","specversion":"0.3"}"#),
+            "unsupported_specversion"
+        );
+        assert_eq!(
+            code(r#"{"type":"a","data_base64":"AA=="}"#),
+            "unsupported_data"
+        );
+        assert_eq!(
+            code(r#"{"type":"a","datacontenttype":"text/plain"}"#),
+            "unsupported_data"
+        );
         assert_eq!(code(r#"{"type":"a","Bad-Name":"x"}"#), "invalid_attribute");
-        assert_eq!(code(r#"{"type":"a","ext":{"nested":1}}"#), "invalid_attribute");
+        assert_eq!(
+            code(r#"{"type":"a","ext":{"nested":1}}"#),
+            "invalid_attribute"
+        );
         assert_eq!(code(r#"{"type":"a","id":5}"#), "invalid_attribute");
         assert_eq!(code(r#"{"type":"a","id":""}"#), "invalid_attribute");
-        assert_eq!(code(r#"{"type":"a","schemaversion":"x"}"#), "invalid_attribute");
-        let ok = decode(BodyFormat::Structured, r#"{"type":"a","dataschema":"https://r/subjects/a/versions/3"}"#).unwrap();
+        assert_eq!(
+            code(r#"{"type":"a","schemaversion":"x"}"#),
+            "invalid_attribute"
+        );
+        let ok = decode(
+            BodyFormat::Structured,
+            r#"{"type":"a","dataschema":"https://r/subjects/a/versions/3"}"#,
+        )
+        .unwrap();
         assert_eq!(ok[0].as_ref().unwrap().schema_version, Some(3));
     }
 
     #[test]
     fn binary_mode() {
-        let headers = [("type", &b"t.b"[..]), ("id", b"abc"), ("source", b"%2Fapp%20one")];
+        let headers = [
+            ("type", &b"t.b"[..]),
+            ("id", b"abc"),
+            ("source", b"%2Fapp%20one"),
+        ];
         let out = decode_binary(
             headers.into_iter(),
             Some("application/json"),
@@ -620,7 +738,10 @@ mod tests {
         )
         .unwrap();
         let ev = out[0].as_ref().unwrap();
-        assert_eq!((ev.id.as_str(), ev.source.as_str(), ev.ty.as_str()), ("abc", "/app one", "t.b"));
+        assert_eq!(
+            (ev.id.as_str(), ev.source.as_str(), ev.ty.as_str()),
+            ("abc", "/app one", "t.b")
+        );
         assert_eq!(ev.datacontenttype.as_deref(), Some("application/json"));
         assert!(decode_binary(
             [("type", &b"t"[..])].into_iter(),

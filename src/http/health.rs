@@ -23,7 +23,11 @@ pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
     let shutting_down = app.is_shutting_down();
     let ready = sink && !shutting_down;
     metrics::gauge!(telemetry::READY).set(if ready { 1.0 } else { 0.0 });
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
         "checks": {

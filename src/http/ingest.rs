@@ -65,15 +65,23 @@ async fn accept(app: &App, headers: &HeaderMap, body: Body) -> Result<Vec<Outcom
     let header_str = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
 
     // Refuse what we cannot read before reading it.
-    let encoding = Encoding::parse(header_str(header::CONTENT_ENCODING))
-        .map_err(|e| ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding", e.to_string()))?;
+    let encoding = Encoding::parse(header_str(header::CONTENT_ENCODING)).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_encoding",
+            e.to_string(),
+        )
+    })?;
     let content_type = header_str(header::CONTENT_TYPE).map(str::to_owned);
     let binary = headers.contains_key("ce-specversion") || headers.contains_key("ce-type");
     let format = BodyFormat::detect(content_type.as_deref(), binary).map_err(request_error)?;
     let max_body = limits.max_body_bytes.as_usize();
     if let Some(len) = header_str(header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok()) {
         if len > max_body as u64 {
-            return Err(too_large("body_too_large", format!("the body is {len} bytes; at most {max_body} are accepted")));
+            return Err(too_large(
+                "body_too_large",
+                format!("the body is {len} bytes; at most {max_body} are accepted"),
+            ));
         }
     }
 
@@ -89,7 +97,11 @@ async fn accept(app: &App, headers: &HeaderMap, body: Body) -> Result<Vec<Outcom
     let ce_headers: Vec<(String, Vec<u8>)> = if binary {
         headers
             .iter()
-            .filter_map(|(k, v)| k.as_str().strip_prefix("ce-").map(|a| (a.to_string(), v.as_bytes().to_vec())))
+            .filter_map(|(k, v)| {
+                k.as_str()
+                    .strip_prefix("ce-")
+                    .map(|a| (a.to_string(), v.as_bytes().to_vec()))
+            })
             .collect()
     } else {
         Vec::new()
@@ -97,7 +109,8 @@ async fn accept(app: &App, headers: &HeaderMap, body: Body) -> Result<Vec<Outcom
     let big = raw.len() > INLINE_DECODE_MAX;
     let limits2 = limits.clone();
     let decode = move || -> Result<Decoded, ApiError> {
-        let inflated = body::decode(encoding, raw, limits2.max_decompressed_bytes.as_usize()).map_err(body_error)?;
+        let inflated = body::decode(encoding, raw, limits2.max_decompressed_bytes.as_usize())
+            .map_err(body_error)?;
         if format == BodyFormat::Binary {
             let iter = ce_headers.iter().map(|(k, v)| (k.as_str(), v.as_slice()));
             event::decode_binary(iter, content_type.as_deref(), inflated, &limits2)
@@ -107,7 +120,9 @@ async fn accept(app: &App, headers: &HeaderMap, body: Body) -> Result<Vec<Outcom
         .map_err(request_error)
     };
     let decoded = if big {
-        tokio::task::spawn_blocking(decode).await.map_err(ApiError::internal)??
+        tokio::task::spawn_blocking(decode)
+            .await
+            .map_err(ApiError::internal)??
     } else {
         decode()?
     };
@@ -117,7 +132,11 @@ async fn accept(app: &App, headers: &HeaderMap, body: Body) -> Result<Vec<Outcom
     Ok(app.pipeline.process(decoded).await)
 }
 
-async fn read_body(body: Body, max: usize, timeout: std::time::Duration) -> Result<Bytes, ApiError> {
+async fn read_body(
+    body: Body,
+    max: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, ApiError> {
     match tokio::time::timeout(timeout, axum::body::to_bytes(body, max)).await {
         Err(_) => Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
@@ -127,10 +146,20 @@ async fn read_body(body: Body, max: usize, timeout: std::time::Duration) -> Resu
         Ok(Ok(bytes)) => Ok(bytes),
         Ok(Err(e)) => {
             let inner = e.into_inner();
-            if inner.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                Err(too_large("body_too_large", format!("the body exceeds {max} bytes")))
+            if inner
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                Err(too_large(
+                    "body_too_large",
+                    format!("the body exceeds {max} bytes"),
+                ))
             } else {
-                Err(ApiError::new(StatusCode::BAD_REQUEST, "body_read_failed", format!("the body could not be read: {inner}")))
+                Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "body_read_failed",
+                    format!("the body could not be read: {inner}"),
+                ))
             }
         }
     }
@@ -142,11 +171,17 @@ fn too_large(code: &'static str, message: String) -> ApiError {
 
 fn body_error(e: BodyError) -> ApiError {
     match &e {
-        BodyError::UnsupportedEncoding(_) => {
-            ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding", e.to_string())
-        }
+        BodyError::UnsupportedEncoding(_) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_encoding",
+            e.to_string(),
+        ),
         BodyError::TooLarge { .. } => too_large("decompressed_too_large", e.to_string()),
-        BodyError::Corrupt { .. } => ApiError::new(StatusCode::BAD_REQUEST, "invalid_compression", e.to_string()),
+        BodyError::Corrupt { .. } => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_compression",
+            e.to_string(),
+        ),
     }
 }
 
@@ -168,27 +203,53 @@ fn respond(outcomes: &[Outcome]) -> Response {
             index,
             id: o.id.as_deref(),
             status: o.status,
-            error: o.error.as_ref().map(|e| ItemError { code: e.code, pointer: &e.pointer, message: &e.message }),
+            error: o.error.as_ref().map(|e| ItemError {
+                code: e.code,
+                pointer: &e.pointer,
+                message: &e.message,
+            }),
         })
         .collect();
     let (status, error, retry) = if rejected == 0 {
         (StatusCode::OK, None, false)
     } else if accepted > 0 {
-        (StatusCode::MULTI_STATUS, None, outcomes.iter().any(|o| o.retriable))
+        (
+            StatusCode::MULTI_STATUS,
+            None,
+            outcomes.iter().any(|o| o.retriable),
+        )
     } else if outcomes.iter().any(|o| o.retriable) {
-        let e = ErrorBody { code: "sink_unavailable", message: "no event could be made durable; retry later" };
+        let e = ErrorBody {
+            code: "sink_unavailable",
+            message: "no event could be made durable; retry later",
+        };
         (StatusCode::SERVICE_UNAVAILABLE, Some(e), true)
     } else {
         let first = outcomes[0].status;
         let same = outcomes.iter().all(|o| o.status == first);
-        let status = if same { StatusCode::from_u16(first).unwrap_or(StatusCode::BAD_REQUEST) } else { StatusCode::BAD_REQUEST };
+        let status = if same {
+            StatusCode::from_u16(first).unwrap_or(StatusCode::BAD_REQUEST)
+        } else {
+            StatusCode::BAD_REQUEST
+        };
         let e = match (outcomes.len(), outcomes[0].error.as_ref()) {
-            (1, Some(err)) => ErrorBody { code: err.code, message: &err.message },
-            _ => ErrorBody { code: "events_rejected", message: "every event in the request was rejected; see results" },
+            (1, Some(err)) => ErrorBody {
+                code: err.code,
+                message: &err.message,
+            },
+            _ => ErrorBody {
+                code: "events_rejected",
+                message: "every event in the request was rejected; see results",
+            },
         };
         (status, Some(e), false)
     };
-    let body = IngestBody { error, accepted, rejected, results };
+    let body = IngestBody {
+        error,
+        accepted,
+        rejected,
+        results,
+    };
     let mut resp = (status, Json(body)).into_response();
     if retry {
         let (k, v) = retry_after_header(RETRY_AFTER_SECS);

@@ -106,7 +106,8 @@ async fn track_metrics(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let resp = next.run(req).await;
     let status = resp.status().as_u16().to_string();
-    metrics::histogram!(telemetry::HTTP_REQUEST_DURATION, "route" => route.clone()).record(started.elapsed().as_secs_f64());
+    metrics::histogram!(telemetry::HTTP_REQUEST_DURATION, "route" => route.clone())
+        .record(started.elapsed().as_secs_f64());
     metrics::counter!(telemetry::HTTP_REQUESTS, "route" => route, "status" => status).increment(1);
     resp
 }

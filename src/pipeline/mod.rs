@@ -31,11 +31,21 @@ pub struct Outcome {
 
 impl Outcome {
     fn accepted(id: String) -> Self {
-        Outcome { id: Some(id), status: 200, error: None, retriable: false }
+        Outcome {
+            id: Some(id),
+            status: 200,
+            error: None,
+            retriable: false,
+        }
     }
 
     fn rejected(id: Option<String>, error: EventError) -> Self {
-        Outcome { id, status: error.status, error: Some(error), retriable: false }
+        Outcome {
+            id,
+            status: error.status,
+            error: Some(error),
+            retriable: false,
+        }
     }
 }
 
@@ -81,7 +91,8 @@ impl Pipeline {
         metrics::counter!(telemetry::EVENTS_ACCEPTED).increment(records.len() as u64);
         let started = Instant::now();
         let receipts = self.sink.publish(records).await;
-        metrics::histogram!(telemetry::PUBLISH_DURATION, "sink" => sink).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(telemetry::PUBLISH_DURATION, "sink" => sink)
+            .record(started.elapsed().as_secs_f64());
         let mut published = 0u64;
         for (i, receipt) in record_index.into_iter().zip(receipts) {
             match receipt {
@@ -109,7 +120,8 @@ impl Pipeline {
     /// `ce_`-prefixed headers, plus Sluice's own metadata.
     fn record(&self, ev: &Event, schema_version: u32, received: &str) -> Record {
         let mut headers: Vec<(&'static str, Bytes)> = Vec::with_capacity(10);
-        let mut put = |k: &'static str, v: &str| headers.push((k, Bytes::copy_from_slice(v.as_bytes())));
+        let mut put =
+            |k: &'static str, v: &str| headers.push((k, Bytes::copy_from_slice(v.as_bytes())));
         put("ce_specversion", &ev.specversion);
         put("ce_id", &ev.id);
         put("ce_source", &ev.source);
@@ -123,7 +135,10 @@ impl Pipeline {
         if let Some(s) = &ev.dataschema {
             put("ce_dataschema", s);
         }
-        put("content-type", ev.datacontenttype.as_deref().unwrap_or("application/json"));
+        put(
+            "content-type",
+            ev.datacontenttype.as_deref().unwrap_or("application/json"),
+        );
         put("sluice_schema_version", &schema_version.to_string());
         put("sluice_received_time", received);
         let extension_headers = ev
@@ -134,7 +149,10 @@ impl Pipeline {
         Record {
             topic: self.router.topic_for(&ev.ty),
             key: Bytes::copy_from_slice(ev.partition_key().as_bytes()),
-            value: ev.data.clone().unwrap_or_else(|| Bytes::from_static(b"null")),
+            value: ev
+                .data
+                .clone()
+                .unwrap_or_else(|| Bytes::from_static(b"null")),
             headers,
             extension_headers,
         }

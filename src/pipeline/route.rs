@@ -55,10 +55,16 @@ impl TopicTemplate {
             if !lit.is_empty() {
                 parts.push(Part::Literal(lit.to_string()));
             }
-            let end = tail.find('}').ok_or_else(|| format!("`{s}` has an unclosed `{{`"))?;
+            let end = tail
+                .find('}')
+                .ok_or_else(|| format!("`{s}` has an unclosed `{{`"))?;
             match &tail[1..end] {
                 "type" => parts.push(Part::Type),
-                other => return Err(format!("`{s}`: unknown placeholder `{{{other}}}` (only {{type}} is known)")),
+                other => {
+                    return Err(format!(
+                        "`{s}`: unknown placeholder `{{{other}}}` (only {{type}} is known)"
+                    ))
+                }
             }
             rest = &tail[end + 1..];
         }
@@ -68,7 +74,9 @@ impl TopicTemplate {
         for p in &parts {
             if let Part::Literal(l) = p {
                 if !l.bytes().all(legal_topic_byte) {
-                    return Err(format!("`{s}`: topic names may only hold letters, digits, `.`, `_` and `-`"));
+                    return Err(format!(
+                        "`{s}`: topic names may only hold letters, digits, `.`, `_` and `-`"
+                    ));
                 }
             }
         }
@@ -110,14 +118,17 @@ pub struct Router {
 impl Router {
     /// Errors carry the config field they came from.
     pub fn from_config(config: &RoutesConfig) -> Result<Router, (String, String)> {
-        let default = TopicTemplate::parse(&config.default_topic).map_err(|m| ("routes.default_topic".to_string(), m))?;
+        let default = TopicTemplate::parse(&config.default_topic)
+            .map_err(|m| ("routes.default_topic".to_string(), m))?;
         let rules = config
             .rules
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                let pattern = Pattern::parse(&r.type_pattern).map_err(|m| (format!("routes.rules[{i}].type"), m))?;
-                let topic = TopicTemplate::parse(&r.topic).map_err(|m| (format!("routes.rules[{i}].topic"), m))?;
+                let pattern = Pattern::parse(&r.type_pattern)
+                    .map_err(|m| (format!("routes.rules[{i}].type"), m))?;
+                let topic = TopicTemplate::parse(&r.topic)
+                    .map_err(|m| (format!("routes.rules[{i}].topic"), m))?;
                 Ok((pattern, topic))
             })
             .collect::<Result<_, (String, String)>>()?;
@@ -144,8 +155,14 @@ mod tests {
         let r = Router::from_config(&RoutesConfig {
             default_topic: "events.{type}".into(),
             rules: vec![
-                RouteRule { type_pattern: "checkout.*".into(), topic: "checkout".into() },
-                RouteRule { type_pattern: "audit.login".into(), topic: "audit-{type}".into() },
+                RouteRule {
+                    type_pattern: "checkout.*".into(),
+                    topic: "checkout".into(),
+                },
+                RouteRule {
+                    type_pattern: "audit.login".into(),
+                    topic: "audit-{type}".into(),
+                },
             ],
         })
         .unwrap();
@@ -160,7 +177,10 @@ mod tests {
         let bad = |default: &str, rule_topic: &str| {
             Router::from_config(&RoutesConfig {
                 default_topic: default.into(),
-                rules: vec![RouteRule { type_pattern: "a".into(), topic: rule_topic.into() }],
+                rules: vec![RouteRule {
+                    type_pattern: "a".into(),
+                    topic: rule_topic.into(),
+                }],
             })
             .unwrap_err()
             .0

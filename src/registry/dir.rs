@@ -26,7 +26,11 @@ impl DirStore {
         let mut out = Vec::new();
         for subject_dir in subjects {
             let subject_dir = subject_dir.map_err(|e| err(e.to_string()))?;
-            if !subject_dir.file_type().map_err(|e| err(e.to_string()))?.is_dir() {
+            if !subject_dir
+                .file_type()
+                .map_err(|e| err(e.to_string()))?
+                .is_dir()
+            {
                 continue; // README and the like
             }
             let subject = subject_dir.file_name().to_string_lossy().into_owned();
@@ -82,9 +86,18 @@ mod tests {
         std::fs::write(dir.path().join("a.b/notes.md"), "x").unwrap();
         std::fs::write(dir.path().join("README.md"), "x").unwrap();
         let all = DirStore::read(dir.path()).unwrap();
-        assert_eq!(all.iter().map(|s| s.version).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(
+            all.iter().map(|s| s.version).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
         std::fs::write(dir.path().join("a.b/latest.json"), "{}").unwrap();
-        assert!(DirStore::read(dir.path()).unwrap_err().to_string().contains("latest.json"));
-        assert!(DirStore::read(&dir.path().join("missing")).unwrap_err().to_string().contains("schemas.dir"));
+        assert!(DirStore::read(dir.path())
+            .unwrap_err()
+            .to_string()
+            .contains("latest.json"));
+        assert!(DirStore::read(&dir.path().join("missing"))
+            .unwrap_err()
+            .to_string()
+            .contains("schemas.dir"));
     }
 }

@@ -102,7 +102,11 @@ impl jsonschema::Retrieve for NoRemoteRefs {
         &self,
         uri: &jsonschema::Uri<String>,
     ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
-        Err(format!("remote $ref {} is not fetched: schemas must be self-contained", uri.as_str()).into())
+        Err(format!(
+            "remote $ref {} is not fetched: schemas must be self-contained",
+            uri.as_str()
+        )
+        .into())
     }
 }
 
@@ -117,7 +121,10 @@ impl Catalog {
         let mut subjects: HashMap<String, BTreeMap<u32, Arc<CompiledSchema>>> = HashMap::new();
         for s in stored {
             let compiled = Arc::new(CompiledSchema::compile(s)?);
-            subjects.entry(s.subject.clone()).or_default().insert(s.version, compiled);
+            subjects
+                .entry(s.subject.clone())
+                .or_default()
+                .insert(s.version, compiled);
         }
         Ok(Catalog { subjects })
     }
@@ -131,17 +138,27 @@ impl Catalog {
     }
 
     /// The schema for an event type: the pinned version, else the latest.
-    pub fn resolve(&self, ty: &str, version: Option<u32>) -> Result<&Arc<CompiledSchema>, EventError> {
+    pub fn resolve(
+        &self,
+        ty: &str,
+        version: Option<u32>,
+    ) -> Result<&Arc<CompiledSchema>, EventError> {
         let versions = self.subjects.get(ty).ok_or_else(|| {
             EventError::new(
                 400,
                 "unknown_type",
                 "/type",
-                format!("no schema is registered for type `{}`", ty.chars().take(200).collect::<String>()),
+                format!(
+                    "no schema is registered for type `{}`",
+                    ty.chars().take(200).collect::<String>()
+                ),
             )
         })?;
         match version {
-            None => Ok(versions.values().next_back().expect("a subject has at least one version")),
+            None => Ok(versions
+                .values()
+                .next_back()
+                .expect("a subject has at least one version")),
             Some(v) => versions.get(&v).ok_or_else(|| {
                 EventError::new(
                     400,
@@ -188,7 +205,12 @@ impl ValidatorCache {
         let data = match &event.data {
             None => Value::Null,
             Some(bytes) => serde_json::from_slice(bytes).map_err(|e| {
-                EventError::new(400, "malformed_json", "/data", format!("`data` is not valid JSON: {e}"))
+                EventError::new(
+                    400,
+                    "malformed_json",
+                    "/data",
+                    format!("`data` is not valid JSON: {e}"),
+                )
             })?,
         };
         schema.validate(&data)?;
@@ -219,17 +241,40 @@ mod tests {
         .unwrap();
         assert_eq!(cat.resolve("t", None).unwrap().version, 2);
         assert_eq!(cat.resolve("t", Some(1)).unwrap().version, 1);
-        assert_eq!(cat.resolve("t", Some(9)).unwrap_err().code, "unknown_schema_version");
+        assert_eq!(
+            cat.resolve("t", Some(9)).unwrap_err().code,
+            "unknown_schema_version"
+        );
         assert_eq!(cat.resolve("u", None).unwrap_err().code, "unknown_type");
-        let err = cat.resolve("t", None).unwrap().validate(&json!({"n": "x"})).unwrap_err();
-        assert_eq!((err.code, err.pointer.as_str()), ("schema_violation", "/data/n"));
-        assert!(!err.message.contains("\"x\""), "message echoes the value: {}", err.message);
-        assert!(cat.resolve("t", None).unwrap().validate(&json!({"n": 1})).is_ok());
+        let err = cat
+            .resolve("t", None)
+            .unwrap()
+            .validate(&json!({"n": "x"}))
+            .unwrap_err();
+        assert_eq!(
+            (err.code, err.pointer.as_str()),
+            ("schema_violation", "/data/n")
+        );
+        assert!(
+            !err.message.contains("\"x\""),
+            "message echoes the value: {}",
+            err.message
+        );
+        assert!(cat
+            .resolve("t", None)
+            .unwrap()
+            .validate(&json!({"n": 1}))
+            .is_ok());
     }
 
     #[test]
     fn remote_refs_are_refused_not_fetched() {
-        let err = Catalog::compile(&[stored("t", 1, json!({"$ref": "http://127.0.0.1:9/evil.json"}))]).unwrap_err();
+        let err = Catalog::compile(&[stored(
+            "t",
+            1,
+            json!({"$ref": "http://127.0.0.1:9/evil.json"}),
+        )])
+        .unwrap_err();
         assert!(err.to_string().contains("not fetched"), "{err}");
         // Local refs still work.
         let ok = Catalog::compile(&[stored(
@@ -238,6 +283,10 @@ mod tests {
             json!({"$defs": {"n": {"type": "integer"}}, "properties": {"a": {"$ref": "#/$defs/n"}}}),
         )])
         .unwrap();
-        assert!(ok.resolve("t", None).unwrap().validate(&json!({"a": "no"})).is_err());
+        assert!(ok
+            .resolve("t", None)
+            .unwrap()
+            .validate(&json!({"a": "no"}))
+            .is_err());
     }
 }

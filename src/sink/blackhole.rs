@@ -28,7 +28,8 @@ impl Sink for BlackholeSink {
 
     async fn publish(&self, records: Vec<Record>) -> Receipts {
         let bytes: usize = records.iter().map(Record::size).sum();
-        self.records.fetch_add(records.len() as u64, Ordering::Relaxed);
+        self.records
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
         self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         records.iter().map(|_| Ok(())).collect()
     }

@@ -36,7 +36,10 @@ pub struct FileSink {
 impl FileSink {
     pub fn open(dir: &Path) -> anyhow::Result<FileSink> {
         std::fs::create_dir_all(dir).map_err(|e| {
-            anyhow::anyhow!("cannot create the data folder {} (config field `file.dir`): {e}", dir.display())
+            anyhow::anyhow!(
+                "cannot create the data folder {} (config field `file.dir`): {e}",
+                dir.display()
+            )
         })?;
         let (jobs, rx) = mpsc::channel(QUEUE_DEPTH);
         let dir = dir.to_path_buf();
@@ -58,7 +61,9 @@ impl Sink for FileSink {
         let (reply, done) = oneshot::channel();
         let outcome = match self.jobs.try_send(Job::Write { records, reply }) {
             Err(mpsc::error::TrySendError::Full(_)) => Err(DeliveryError::QueueFull),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(DeliveryError::Failed("the file writer has stopped".into())),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                Err(DeliveryError::Failed("the file writer has stopped".into()))
+            }
             Ok(()) => match done.await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(DeliveryError::Failed(e)),
@@ -181,7 +186,9 @@ fn commit<'a>(
         file.write_all(bytes).map_err(|e| format!("{topic}: {e}"))?;
     }
     for topic in by_topic.keys() {
-        files[*topic].sync_data().map_err(|e| format!("{topic}: fsync: {e}"))?;
+        files[*topic]
+            .sync_data()
+            .map_err(|e| format!("{topic}: fsync: {e}"))?;
     }
     Ok(())
 }

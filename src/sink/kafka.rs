@@ -26,11 +26,16 @@ pub struct SinkContext {
 impl ClientContext for SinkContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         match level {
-            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
                 tracing::error!(target: "librdkafka", fac, "{message}")
             }
             RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", fac, "{message}"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => tracing::info!(target: "librdkafka", fac, "{message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", fac, "{message}")
+            }
             RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", fac, "{message}"),
         }
     }
@@ -66,10 +71,18 @@ impl KafkaSink {
         }
         let ready = Arc::new(AtomicBool::new(false));
         let producer: Producer_ = cc
-            .create_with_context(SinkContext { ready: ready.clone() })
-            .map_err(|e| anyhow::anyhow!("cannot create the Kafka producer (check `kafka.*` settings): {e}"))?;
+            .create_with_context(SinkContext {
+                ready: ready.clone(),
+            })
+            .map_err(|e| {
+                anyhow::anyhow!("cannot create the Kafka producer (check `kafka.*` settings): {e}")
+            })?;
         let producer = Arc::new(producer);
-        tokio::spawn(probe(Arc::downgrade(&producer), ready.clone(), config.probe_interval.0));
+        tokio::spawn(probe(
+            Arc::downgrade(&producer),
+            ready.clone(),
+            config.probe_interval.0,
+        ));
         Ok(KafkaSink { producer, ready })
     }
 }
@@ -79,9 +92,10 @@ async fn probe(producer: Weak<Producer_>, ready: Arc<AtomicBool>, interval: Dura
     let timeout = interval.max(Duration::from_millis(500));
     loop {
         let Some(p) = producer.upgrade() else { return };
-        let ok = tokio::task::spawn_blocking(move || p.client().fetch_metadata(None, timeout).is_ok())
-            .await
-            .unwrap_or(false);
+        let ok =
+            tokio::task::spawn_blocking(move || p.client().fetch_metadata(None, timeout).is_ok())
+                .await
+                .unwrap_or(false);
         if ready.swap(ok, Ordering::Relaxed) != ok {
             if ok {
                 tracing::info!("Kafka brokers reachable");
@@ -98,7 +112,9 @@ fn classify(error: &KafkaError) -> DeliveryError {
     use RDKafkaErrorCode as C;
     match error.rdkafka_error_code() {
         Some(C::QueueFull) => DeliveryError::QueueFull,
-        Some(C::MessageTimedOut) | Some(C::RequestTimedOut) => DeliveryError::TimedOut(error.to_string()),
+        Some(C::MessageTimedOut) | Some(C::RequestTimedOut) => {
+            DeliveryError::TimedOut(error.to_string())
+        }
         Some(
             C::MessageSizeTooLarge
             | C::InvalidMessageSize
@@ -123,12 +139,19 @@ impl Sink for KafkaSink {
         // Enqueue everything first (non-blocking), then wait: the batch shares linger time.
         let mut pending = Vec::with_capacity(records.len());
         for r in &records {
-            let mut headers = OwnedHeaders::new_with_capacity(r.headers.len() + r.extension_headers.len());
+            let mut headers =
+                OwnedHeaders::new_with_capacity(r.headers.len() + r.extension_headers.len());
             for (k, v) in &r.headers {
-                headers = headers.insert(Header { key: k, value: Some(&v[..]) });
+                headers = headers.insert(Header {
+                    key: k,
+                    value: Some(&v[..]),
+                });
             }
             for (k, v) in &r.extension_headers {
-                headers = headers.insert(Header { key: k, value: Some(&v[..]) });
+                headers = headers.insert(Header {
+                    key: k,
+                    value: Some(&v[..]),
+                });
             }
             let fr = FutureRecord::to(&r.topic)
                 .key(&r.key[..])

@@ -35,7 +35,11 @@ impl Record {
         self.topic.len()
             + self.key.len()
             + self.value.len()
-            + self.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
             + self
                 .extension_headers
                 .iter()

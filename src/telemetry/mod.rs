@@ -53,13 +53,33 @@ pub fn prometheus() -> PrometheusHandle {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_counter!(HTTP_REQUESTS, "HTTP requests by route template and status code");
-    describe_histogram!(HTTP_REQUEST_DURATION, Unit::Seconds, "HTTP request duration by route template");
-    describe_counter!(EVENTS_ACCEPTED, "Events that passed validation and were handed to the sink");
+    describe_counter!(
+        HTTP_REQUESTS,
+        "HTTP requests by route template and status code"
+    );
+    describe_histogram!(
+        HTTP_REQUEST_DURATION,
+        Unit::Seconds,
+        "HTTP request duration by route template"
+    );
+    describe_counter!(
+        EVENTS_ACCEPTED,
+        "Events that passed validation and were handed to the sink"
+    );
     describe_counter!(EVENTS_REJECTED, "Events refused, by reason code");
-    describe_counter!(EVENTS_PUBLISHED, "Events acknowledged as durable by the sink");
-    describe_counter!(PUBLISH_FAILURES, "Events the sink failed to make durable, by reason code");
-    describe_histogram!(PUBLISH_DURATION, Unit::Seconds, "Time from handing a batch to the sink until every record is acknowledged");
+    describe_counter!(
+        EVENTS_PUBLISHED,
+        "Events acknowledged as durable by the sink"
+    );
+    describe_counter!(
+        PUBLISH_FAILURES,
+        "Events the sink failed to make durable, by reason code"
+    );
+    describe_histogram!(
+        PUBLISH_DURATION,
+        Unit::Seconds,
+        "Time from handing a batch to the sink until every record is acknowledged"
+    );
     describe_gauge!(INFLIGHT_EVENTS, "Events decoded and not yet answered");
     describe_gauge!(READY, "1 when /readyz answers 200");
     describe_gauge!(SCHEMAS_LOADED, "Compiled schemas in the validator cache");
@@ -68,8 +88,11 @@ fn describe() {
 /// Logs to stderr, as text or JSON. `RUST_LOG` overrides `log.level`.
 pub fn init_logging(config: &LogConfig) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let result = match config.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),

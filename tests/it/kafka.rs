@@ -1,0 +1,183 @@
+//! The Kafka sink against a real Kafka-protocol broker over TCP: what lands in the topic, and
+//! what the client is told when the broker is gone.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sluice::config::HumanDuration;
+
+use crate::support::kafka::{brokers, consume, create_topic, OwnBroker};
+use crate::support::proxy::Proxy;
+use crate::support::{free_port, strict_schema, unique, TestServer, Workspace};
+
+/// A fresh event type with the strict schema, and its (created) topic.
+async fn fresh_type(ws: &Workspace, brokers: &str) -> (String, String) {
+    let ty = unique("it.kafka.");
+    ws.schema(&ty, 1, strict_schema());
+    let topic = format!("events.{ty}");
+    create_topic(brokers, &topic, 3).await;
+    (ty, topic)
+}
+
+#[tokio::test]
+async fn kafka_thousand_events_in_batches_arrive_exactly_once_with_key_headers_and_value() {
+    let brokers = brokers();
+    let ws = Workspace::new();
+    let (ty, topic) = fresh_type(&ws, &brokers).await;
+    let s = TestServer::start_ready(ws.kafka_config(&brokers)).await;
+
+    let mut answered = Vec::new();
+    for batch in 0..10 {
+        let events: Vec<_> = (0..100)
+            .map(|j| {
+                let i = batch * 100 + j;
+                json!({"type": ty, "id": format!("e-{i}"), "source": "/it", "partitionkey": format!("user-{}", i % 7),
+                       "time": "2026-11-23T12:00:00Z", "data": {"n": i}})
+            })
+            .collect();
+        let a = s.send_json(&json!(events)).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert_eq!(a.body["accepted"], 100);
+        answered.extend(a.ids_with_status(200));
+    }
+    let expected: Vec<String> = (0..1000).map(|i| format!("e-{i}")).collect();
+    assert_eq!(
+        answered, expected,
+        "the answers list every id in request order"
+    );
+
+    let records = consume(&brokers, &topic, 1000, Duration::from_secs(30)).await;
+    assert_eq!(records.len(), 1000, "exactly once: no loss, no duplicates");
+    let mut seen = HashSet::new();
+    let mut partitions_by_key: HashMap<String, HashSet<i32>> = HashMap::new();
+    for r in &records {
+        let i: u64 = r.id().strip_prefix("e-").unwrap().parse().unwrap();
+        assert!(seen.insert(i), "duplicate {}", r.id());
+        assert_eq!(r.key, format!("user-{}", i % 7));
+        assert_eq!(r.value, json!({"n": i}));
+        assert_eq!(r.headers["ce_type"], ty);
+        assert_eq!(r.headers["ce_source"], "/it");
+        assert_eq!(r.headers["ce_specversion"], "1.0");
+        assert_eq!(r.headers["ce_time"], "2026-11-23T12:00:00Z");
+        assert_eq!(r.headers["ce_partitionkey"], r.key);
+        assert_eq!(r.headers["content-type"], "application/json");
+        assert_eq!(r.headers["sluice_schema_version"], "1");
+        assert!(r.headers["sluice_received_time"].ends_with('Z'));
+        partitions_by_key
+            .entry(r.key.clone())
+            .or_default()
+            .insert(r.partition);
+    }
+    for (key, parts) in partitions_by_key {
+        assert_eq!(parts.len(), 1, "key {key} spread over partitions {parts:?}");
+    }
+    // Order within a key follows request order.
+    let mut last: HashMap<&str, u64> = HashMap::new();
+    for r in &records {
+        let i: u64 = r.id().strip_prefix("e-").unwrap().parse().unwrap();
+        if let Some(prev) = last.insert(&r.key, i) {
+            assert!(prev < i, "key {} went back from {prev} to {i}", r.key);
+        }
+    }
+}
+
+#[tokio::test]
+async fn kafka_partial_batch_only_valid_events_reach_the_topic() {
+    let brokers = brokers();
+    let ws = Workspace::new();
+    let (ty, topic) = fresh_type(&ws, &brokers).await;
+    let s = TestServer::start_ready(ws.kafka_config(&brokers)).await;
+    let events: Vec<_> = (0..10)
+        .map(|i| {
+            let data = if i % 2 == 0 {
+                json!({"n": i})
+            } else {
+                json!({"n": format!("{i}")})
+            };
+            json!({"type": ty, "id": format!("p-{i}"), "data": data})
+        })
+        .collect();
+    let a = s.send_json(&json!(events)).await;
+    assert_eq!(a.status, 207, "{}", a.body);
+    for i in (1..10).step_by(2) {
+        assert_eq!(a.result(i)["error"]["pointer"], "/data/n");
+        assert_eq!(a.result(i)["error"]["code"], "schema_violation");
+    }
+    let records = consume(&brokers, &topic, 5, Duration::from_secs(20)).await;
+    let mut ids: Vec<&str> = records.iter().map(|r| r.id()).collect();
+    ids.sort();
+    assert_eq!(ids, ["p-0", "p-2", "p-4", "p-6", "p-8"]);
+}
+
+#[tokio::test]
+async fn kafka_broker_unreachable_gives_503_retry_after_within_delivery_timeout_and_unready() {
+    // A broker of our own, reached only through a proxy we can cut.
+    let proxy_port = free_port();
+    let broker = OwnBroker::start(free_port(), proxy_port);
+    let proxy = Proxy::start(
+        SocketAddr::from(([127, 0, 0, 1], proxy_port)),
+        SocketAddr::from(([127, 0, 0, 1], broker.port)),
+    )
+    .await;
+    let brokers = proxy.addr.to_string();
+    let ws = Workspace::new();
+    let (ty, _topic) = fresh_type(&ws, &brokers).await;
+    let mut config = ws.kafka_config(&brokers);
+    let delivery_timeout = Duration::from_secs(3);
+    config.kafka.delivery_timeout_ms = delivery_timeout.as_millis() as u64;
+    config.kafka.probe_interval = HumanDuration(Duration::from_millis(300));
+    let s = TestServer::start_ready(config).await;
+    assert_eq!(
+        s.send_json(&json!({"type": ty, "data": {"n": 1}}))
+            .await
+            .status,
+        200
+    );
+
+    proxy.cut();
+    let started = Instant::now();
+    let a = s
+        .send_json(&json!([{"type": ty, "data": {"n": 2}}, {"type": ty, "data": {"n": 3}}]))
+        .await;
+    let took = started.elapsed();
+    assert_eq!(a.status, 503, "{}", a.body);
+    assert_eq!(a.code(), "sink_unavailable");
+    assert!(
+        a.retry_after
+            .as_deref()
+            .is_some_and(|s| s.parse::<u64>().is_ok()),
+        "Retry-After: {:?}",
+        a.retry_after
+    );
+    assert!(
+        took <= delivery_timeout + Duration::from_secs(2),
+        "answered after {took:?}"
+    );
+    s.wait_ready(false, Duration::from_secs(10)).await;
+    let ready: serde_json::Value = s
+        .client
+        .get(format!("{}/readyz", s.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["checks"]["sink"]["ready"], false);
+
+    // Back again: ready, and events flow.
+    proxy.restore();
+    s.wait_ready(true, Duration::from_secs(20)).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let a = s.send_json(&json!({"type": ty, "data": {"n": 4}})).await;
+        if a.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recovery: {}", a.body);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(broker);
+}

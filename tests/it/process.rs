@@ -1,0 +1,232 @@
+//! The real `sluice` binary as a process: the embedded default, and SIGTERM under load.
+
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::kafka::{brokers, consume, create_topic};
+use crate::support::{free_port, strict_schema, unique, Workspace, STRICT};
+
+struct Proc {
+    child: Child,
+    url: String,
+}
+
+impl Proc {
+    fn spawn(dir: &std::path::Path, env: &[(&str, String)]) -> Proc {
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        cmd.arg("serve")
+            .current_dir(dir)
+            .env_remove("SLUICE_CONFIG")
+            .env("SLUICE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Proc {
+            child: cmd.spawn().unwrap(),
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    async fn wait_ready(&self, client: &reqwest::Client) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = client.get(format!("{}/readyz", self.url)).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "sluice did not become ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits for exit, at most `within`.
+    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sluice did not exit within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn embedded_default_accepts_an_event_into_the_data_folder() {
+    // No config file and no variables but the port: schemas from ./schemas, data to ./data.
+    let ws = Workspace::new();
+    let client = reqwest::Client::new();
+    let mut p = Proc::spawn(ws.path(), &[]);
+    p.wait_ready(&client).await;
+    let resp = client
+        .post(format!("{}/v1/events", p.url))
+        .header("content-type", "application/json")
+        .body(json!({"type": STRICT, "id": "default-1", "data": {"n": 42}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let stored = std::fs::read_to_string(
+        ws.path()
+            .join("data")
+            .join(format!("events.{STRICT}.ndjson")),
+    )
+    .unwrap();
+    let line: serde_json::Value = serde_json::from_str(stored.lines().next().unwrap()).unwrap();
+    assert_eq!(line["headers"]["ce_id"], "default-1");
+    assert_eq!(line["value"], json!({"n": 42}));
+    p.signal("TERM");
+    assert!(p.wait_exit(Duration::from_secs(15)).success());
+}
+
+#[tokio::test]
+async fn kafka_sigterm_under_load_loses_no_acknowledged_event() {
+    let brokers = brokers();
+    let ws = Workspace::new();
+    let ty = unique("it.term.");
+    ws.schema(&ty, 1, strict_schema());
+    let topic = format!("events.{ty}");
+    create_topic(&brokers, &topic, 3).await;
+    let grace = Duration::from_secs(10);
+    let mut p = Proc::spawn(
+        ws.path(),
+        &[
+            ("SLUICE_SINK__KIND", "kafka".into()),
+            ("SLUICE_KAFKA__BROKERS", brokers.clone()),
+            ("SLUICE_SERVER__DRAIN_DELAY", "500ms".into()),
+            (
+                "SLUICE_SERVER__SHUTDOWN_GRACE",
+                format!("{}s", grace.as_secs()),
+            ),
+        ],
+    );
+    let client = reqwest::Client::new();
+    p.wait_ready(&client).await;
+
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for c in 0..4 {
+        let (client, url, ty, acked, stop) = (
+            client.clone(),
+            p.url.clone(),
+            ty.clone(),
+            acked.clone(),
+            stop.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            let mut refused = 0;
+            for b in 0.. {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) || refused > 20 {
+                    break;
+                }
+                let events: Vec<_> = (0..20)
+                    .map(|j| json!({"type": ty, "id": format!("c{c}-b{b}-{j}"), "data": {"n": j}}))
+                    .collect();
+                let resp = client
+                    .post(format!("{url}/v1/events"))
+                    .header("content-type", "application/cloudevents-batch+json")
+                    .body(serde_json::Value::from(events).to_string())
+                    .send()
+                    .await;
+                match resp {
+                    Ok(r) if r.status().is_success() => {
+                        let body: serde_json::Value = r.json().await.unwrap();
+                        let ids = body["results"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .filter(|r| r["status"] == 200);
+                        acked
+                            .lock()
+                            .unwrap()
+                            .extend(ids.map(|r| r["id"].as_str().unwrap().to_string()));
+                    }
+                    Ok(r) => {
+                        assert!(
+                            r.status() == 503,
+                            "unexpected status {} during shutdown",
+                            r.status()
+                        );
+                        refused += 1;
+                    }
+                    // Listener closed: the server is past its drain delay.
+                    Err(_) => {
+                        refused += 1;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = acked.lock().unwrap().len();
+    let signalled = Instant::now();
+    p.signal("TERM");
+    let status = tokio::task::spawn_blocking(move || {
+        let s = p.wait_exit(grace + Duration::from_secs(5));
+        (s, p)
+    })
+    .await
+    .unwrap();
+    let exited_after = signalled.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    assert!(status.0.success(), "exit status {:?}", status.0);
+    assert!(
+        exited_after <= grace,
+        "exited {exited_after:?} after SIGTERM"
+    );
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        before > 0 && acked.len() > before,
+        "load ran before ({before}) and during the drain ({})",
+        acked.len()
+    );
+
+    let records = consume(&brokers, &topic, acked.len(), Duration::from_secs(30)).await;
+    let in_topic: HashSet<&str> = records.iter().map(|r| r.id()).collect();
+    let lost: Vec<&String> = acked
+        .iter()
+        .filter(|id| !in_topic.contains(id.as_str()))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged events are not in the topic, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    let dupes = records.len() - in_topic.len();
+    assert_eq!(dupes, 0, "duplicates in the topic");
+}

@@ -1,0 +1,247 @@
+//! Test support: the real server in-process on port 0, per-test schema folders, a real Kafka
+//! broker reached over TCP, and a TCP proxy the tests control for outages.
+
+pub mod kafka;
+pub mod proxy;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sluice::config::{Config, HumanDuration, SinkKind};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Accepts any data.
+pub const ANY: &str = "test.any";
+/// `{"n": integer}` and nothing else.
+pub const STRICT: &str = "test.strict";
+
+pub fn strict_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {"n": {"type": "integer"}},
+        "required": ["n"],
+        "additionalProperties": false
+    })
+}
+
+/// A temporary folder holding `schemas/` (with [`ANY`] and [`STRICT`]) and `data/`.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Workspace {
+        let ws = Workspace {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        ws.schema(ANY, 1, json!({}));
+        ws.schema(STRICT, 1, strict_schema());
+        ws
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn schemas(&self) -> PathBuf {
+        self.path().join("schemas")
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.path().join("data")
+    }
+
+    pub fn schema(&self, ty: &str, version: u32, schema: Value) {
+        let d = self.schemas().join(ty);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(format!("{version}.json")), schema.to_string()).unwrap();
+    }
+
+    /// Defaults, except: port 0, this workspace's folders, no drain delay.
+    pub fn config(&self) -> Config {
+        let mut c = Config::load(None, Vec::new()).unwrap();
+        c.server.listen = "127.0.0.1:0".parse().unwrap();
+        c.server.drain_delay = HumanDuration(Duration::ZERO);
+        c.server.shutdown_grace = HumanDuration::from_secs(10);
+        c.schemas.dir = self.schemas();
+        c.file.dir = self.data();
+        c
+    }
+
+    pub fn kafka_config(&self, brokers: &str) -> Config {
+        let mut c = self.config();
+        c.sink.kind = SinkKind::Kafka;
+        c.kafka.brokers = vec![brokers.to_string()];
+        c.kafka.probe_interval = HumanDuration(Duration::from_millis(500));
+        c
+    }
+}
+
+/// Sluice running in this process; shut down (gracefully) on drop.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    pub async fn start(config: Config) -> TestServer {
+        let listener = tokio::net::TcpListener::bind(config.server.listen)
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let app = sluice::build(config).await.expect("server builds");
+        let task = tokio::spawn(sluice::run(app, listener, async {
+            let _ = rx.await;
+        }));
+        TestServer {
+            addr,
+            url: format!("http://{addr}"),
+            client: reqwest::Client::new(),
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Starts and waits until /readyz answers 200.
+    pub async fn start_ready(config: Config) -> TestServer {
+        let s = TestServer::start(config).await;
+        s.wait_ready(true, Duration::from_secs(20)).await;
+        s
+    }
+
+    pub async fn readyz(&self) -> u16 {
+        self.client
+            .get(format!("{}/readyz", self.url))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    pub async fn wait_ready(&self, ready: bool, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if (self.readyz().await == 200) == ready {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "/readyz did not become ready={ready} within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn post(&self) -> reqwest::RequestBuilder {
+        self.client.post(format!("{}/v1/events", self.url))
+    }
+
+    /// POSTs `body` with `content_type` and returns (status, Retry-After, JSON body).
+    pub async fn send(&self, content_type: &str, body: impl Into<reqwest::Body>) -> Answer {
+        Answer::from(
+            self.post()
+                .header("content-type", content_type)
+                .body(body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn send_json(&self, body: &Value) -> Answer {
+        let ct = if body.is_array() {
+            "application/cloudevents-batch+json"
+        } else {
+            "application/cloudevents+json"
+        };
+        self.send(ct, body.to_string()).await
+    }
+
+    /// Sends the shutdown signal without waiting (the drain delay starts now).
+    pub fn signal_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Signals shutdown and waits for `serve` to return.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.signal_shutdown();
+        self.task.take().unwrap().await.unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.signal_shutdown();
+    }
+}
+
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub body: Value,
+}
+
+impl Answer {
+    pub async fn from(resp: reqwest::Response) -> Answer {
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_string());
+        let text = resp.text().await.unwrap();
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("answer {status} is not JSON: {text:?}"));
+        Answer {
+            status,
+            retry_after,
+            body,
+        }
+    }
+
+    /// The machine-readable error code, for request-level errors.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error code in {}", self.body))
+    }
+
+    pub fn result(&self, i: usize) -> &Value {
+        &self.body["results"][i]
+    }
+
+    pub fn ids_with_status(&self, status: u64) -> Vec<String> {
+        self.body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["status"] == status)
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+/// A free port on loopback (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A name no other test uses.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", uuid::Uuid::new_v4().simple())
+}
