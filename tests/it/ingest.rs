@@ -550,3 +550,93 @@ async fn shutdown_turns_readiness_off_first_and_keeps_serving_through_the_drain(
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(stored(&ws, STRICT)[0]["headers"]["ce_id"], "late");
 }
+
+#[tokio::test]
+async fn admin_listen_moves_probes_and_metrics_off_the_main_port() {
+    let ws = Workspace::new();
+    let mut c = ws.config();
+    let admin_port = crate::support::free_port();
+    c.server.admin_listen = Some(format!("127.0.0.1:{admin_port}").parse().unwrap());
+    let s = TestServer::start(c).await;
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s
+        .client
+        .get(format!("{admin}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline, "admin port never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        s.client
+            .get(format!("{admin}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        s.client
+            .get(format!("{}/readyz", s.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(s.send_json(&json!({"type": ANY})).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_body_that_never_finishes_gets_408_not_a_hang() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ws = Workspace::new();
+    let mut c = ws.config();
+    c.server.body_timeout = sluice::config::HumanDuration(Duration::from_millis(500));
+    let s = TestServer::start_ready(c).await;
+    let mut conn = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    conn.write_all(b"POST /v1/events HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"type\":")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut out))
+        .await
+        .expect("server hung")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("body_timeout"), "{text}");
+}
+
+#[tokio::test]
+async fn blackhole_sink_acknowledges_and_keeps_nothing() {
+    let ws = Workspace::new();
+    let mut c = ws.config();
+    c.sink.kind = sluice::config::SinkKind::Blackhole;
+    let s = TestServer::start_ready(c).await;
+    assert_eq!(
+        s.send_json(&json!([{"type": ANY}, {"type": ANY}]))
+            .await
+            .status,
+        200
+    );
+    assert!(!ws.data().exists(), "the blackhole sink wrote files");
+    let m = s
+        .client
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("sluice_events_published_total{sink=\"blackhole\"}"),
+        "{m}"
+    );
+}
