@@ -39,6 +39,11 @@ fn field_error(field: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// The config file's sections, as named in the environment.
+const SECTIONS: &[&str] = &[
+    "server", "limits", "schemas", "sink", "file", "kafka", "routes", "log",
+];
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -274,8 +279,13 @@ impl Config {
             let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
                 continue;
             };
-            // SLUICE_CONFIG names the file itself and is read by the CLI.
-            if rest == "CONFIG" {
+            if !rest.contains("__") {
+                // Not a config field (SLUICE_CONFIG names the file; tools have their own
+                // SLUICE_* variables), unless it looks like one with a single underscore.
+                let lower = rest.to_ascii_lowercase();
+                if SECTIONS.iter().any(|s| lower.starts_with(&format!("{s}_"))) {
+                    return Err(ConfigError::EnvName { var });
+                }
                 continue;
             }
             overlay_env(&mut root, &var, rest, &value)?;
@@ -613,7 +623,14 @@ mod tests {
         assert!(err(&[("SLUICE_LIMITS__MAX_EVENTS", "0")]).contains("limits.max_events"));
         assert!(err(&[("SLUICE_SERVER__SHUTDOWN_GRACE", "30")]).contains("server.shutdown_grace"));
         assert!(err(&[("SLUICE_SERVER__TYPO", "1")]).contains("typo"));
-        assert!(err(&[("SLUICE_NOSECTION", "1")]).contains("SLUICE_<SECTION>__<FIELD>"));
+        assert!(err(&[("SLUICE_SERVER_LISTEN", "1")]).contains("SLUICE_<SECTION>__<FIELD>"));
+        assert!(err(&[("SLUICE_NOSUCH__FIELD", "1")]).contains("nosuch"));
+        // Other tools' SLUICE_* variables are not config.
+        assert!(Config::load(
+            None,
+            env(&[("SLUICE_TOOLS_DIR", "/x"), ("SLUICE_CONFIG", "f")])
+        )
+        .is_ok());
         assert!(err(&[
             ("SLUICE_SINK__KIND", "kafka"),
             ("SLUICE_KAFKA__BROKERS", "x:1"),

@@ -5,9 +5,10 @@
 //! error, so `/readyz` never blocks on the network.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
@@ -17,6 +18,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use super::{DeliveryError, Receipts, Record, Sink};
 use crate::config::KafkaConfig;
+use crate::telemetry;
 
 /// librdkafka callbacks, routed into tracing and the readiness flag.
 pub struct SinkContext {
@@ -51,8 +53,17 @@ impl ClientContext for SinkContext {
 type Producer_ = FutureProducer<SinkContext>;
 
 pub struct KafkaSink {
-    producer: Arc<Producer_>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client_config: ClientConfig,
+    /// Replaced whole when librdkafka reports a fatal error: an idempotent producer that hit
+    /// one (fenced, sequence gap) refuses every later record, so a gateway must start a new one.
+    producer: ArcSwap<Producer_>,
     ready: Arc<AtomicBool>,
+    delivery_timeout: Duration,
+    replacing: Mutex<()>,
 }
 
 impl KafkaSink {
@@ -70,28 +81,62 @@ impl KafkaSink {
             cc.set(k, v);
         }
         let ready = Arc::new(AtomicBool::new(false));
-        let producer: Producer_ = cc
-            .create_with_context(SinkContext {
-                ready: ready.clone(),
-            })
-            .map_err(|e| {
-                anyhow::anyhow!("cannot create the Kafka producer (check `kafka.*` settings): {e}")
-            })?;
-        let producer = Arc::new(producer);
-        tokio::spawn(probe(
-            Arc::downgrade(&producer),
-            ready.clone(),
-            config.probe_interval.0,
-        ));
-        Ok(KafkaSink { producer, ready })
+        let producer = create(&cc, &ready).map_err(|e| {
+            anyhow::anyhow!("cannot create the Kafka producer (check `kafka.*` settings): {e}")
+        })?;
+        let inner = Arc::new(Inner {
+            client_config: cc,
+            producer: ArcSwap::from(producer),
+            ready,
+            delivery_timeout: Duration::from_millis(config.delivery_timeout_ms),
+            replacing: Mutex::new(()),
+        });
+        tokio::spawn(probe(Arc::downgrade(&inner), config.probe_interval.0));
+        Ok(KafkaSink { inner })
+    }
+}
+
+fn create(cc: &ClientConfig, ready: &Arc<AtomicBool>) -> Result<Arc<Producer_>, KafkaError> {
+    Ok(Arc::new(cc.create_with_context(SinkContext {
+        ready: ready.clone(),
+    })?))
+}
+
+impl Inner {
+    /// Swaps in a new producer if `failed` (the one a publish used) is broken and is still the
+    /// current one. Records in flight on the old producer finish or fail on their own.
+    fn replace_if_broken(&self, failed: &Arc<Producer_>, state_error: Option<RDKafkaErrorCode>) {
+        let (code, reason) = match (failed.client().fatal_error(), state_error) {
+            (Some((code, reason)), _) => (code, reason),
+            (None, Some(code)) => (
+                code,
+                "the broker refuses this producer's id or epoch".to_string(),
+            ),
+            (None, None) => return,
+        };
+        let _guard = self.replacing.lock().unwrap_or_else(|e| e.into_inner());
+        if !Arc::ptr_eq(&self.producer.load_full(), failed) {
+            return; // another request already replaced it
+        }
+        tracing::error!(?code, %reason, "Kafka producer is broken; starting a new one");
+        match create(&self.client_config, &self.ready) {
+            Ok(p) => {
+                self.producer.store(p);
+                metrics::counter!(telemetry::PRODUCER_RESTARTS, "sink" => "kafka").increment(1);
+            }
+            Err(e) => tracing::error!(error = %e, "could not create a new Kafka producer"),
+        }
     }
 }
 
 /// Keeps `ready` current: a broker answered a metadata request within the interval.
-async fn probe(producer: Weak<Producer_>, ready: Arc<AtomicBool>, interval: Duration) {
+async fn probe(inner: Weak<Inner>, interval: Duration) {
     let timeout = interval.max(Duration::from_millis(500));
     loop {
-        let Some(p) = producer.upgrade() else { return };
+        let Some(i) = inner.upgrade() else { return };
+        let p = i.producer.load_full();
+        let ready = i.ready.clone();
+        drop(i);
         let ok =
             tokio::task::spawn_blocking(move || p.client().fetch_metadata(None, timeout).is_ok())
                 .await
@@ -104,6 +149,24 @@ async fn probe(producer: Weak<Producer_>, ready: Arc<AtomicBool>, interval: Dura
             }
         }
         tokio::time::sleep(interval).await;
+    }
+}
+
+/// Errors that say the broker no longer accepts this producer's id or epoch. librdkafka does
+/// not always raise them as fatal (seen with a broker answering PRODUCER_FENCED to every
+/// produce after an epoch bump), yet every later record fails the same way until a new
+/// producer, with a new id, takes over.
+fn breaks_producer(error: &KafkaError) -> Option<RDKafkaErrorCode> {
+    use RDKafkaErrorCode as C;
+    match error.rdkafka_error_code() {
+        Some(
+            c @ (C::ProducerFenced
+            | C::InvalidProducerEpoch
+            | C::OutOfOrderSequenceNumber
+            | C::UnknownProducerId
+            | C::InvalidProducerIdMapping),
+        ) => Some(c),
+        _ => None,
     }
 }
 
@@ -136,6 +199,13 @@ impl Sink for KafkaSink {
     }
 
     async fn publish(&self, records: Vec<Record>) -> Receipts {
+        // librdkafka's own message.timeout.ms is not a bound on when we hear back: with the
+        // idempotent producer and every broker connection down, reports were seen arriving
+        // seconds late. Our deadline keeps the client's answer within the configured time. A
+        // record reported failed here may still be written later (so a client retry can make a
+        // duplicate), but nothing is ever acknowledged before its broker ack.
+        let deadline = tokio::time::Instant::now() + self.inner.delivery_timeout;
+        let producer = self.inner.producer.load_full();
         // Enqueue everything first (non-blocking), then wait: the batch shares linger time.
         let mut pending = Vec::with_capacity(records.len());
         for r in &records {
@@ -157,28 +227,39 @@ impl Sink for KafkaSink {
                 .key(&r.key[..])
                 .payload(&r.value[..])
                 .headers(headers);
-            pending.push(self.producer.send_result(fr).map_err(|(e, _)| classify(&e)));
+            pending.push(producer.send_result(fr).map_err(|(e, _)| e));
         }
         let mut out = Vec::with_capacity(pending.len());
+        let mut state_error = None;
+        let mut failed = |e: KafkaError| {
+            state_error = state_error.or(breaks_producer(&e));
+            Err(classify(&e))
+        };
         for p in pending {
             out.push(match p {
-                Err(e) => Err(e),
-                Ok(future) => match future.await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err((e, _))) => Err(classify(&e)),
-                    Err(_) => Err(DeliveryError::Failed("the producer was dropped".into())),
+                Err(e) => failed(e),
+                Ok(future) => match tokio::time::timeout_at(deadline, future).await {
+                    Ok(Ok(Ok(_))) => Ok(()),
+                    Ok(Ok(Err((e, _)))) => failed(e),
+                    Ok(Err(_)) => Err(DeliveryError::Failed("the producer was dropped".into())),
+                    Err(_) => Err(DeliveryError::TimedOut(
+                        "no broker acknowledgement within kafka.delivery_timeout_ms".into(),
+                    )),
                 },
             });
+        }
+        if out.iter().any(Result::is_err) {
+            self.inner.replace_if_broken(&producer, state_error);
         }
         out
     }
 
     fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.inner.ready.load(Ordering::Relaxed)
     }
 
     async fn flush(&self, timeout: Duration) -> Result<(), DeliveryError> {
-        let p = self.producer.clone();
+        let p = self.inner.producer.load_full();
         tokio::task::spawn_blocking(move || p.flush(timeout))
             .await
             .map_err(|e| DeliveryError::Failed(e.to_string()))?

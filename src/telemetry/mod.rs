@@ -23,6 +23,8 @@ pub const EVENTS_PUBLISHED: &str = "sluice_events_published_total";
 pub const PUBLISH_FAILURES: &str = "sluice_publish_failures_total";
 /// Duration of one publish call (a request's batch, until every record is acked), by `sink`.
 pub const PUBLISH_DURATION: &str = "sluice_publish_duration_seconds";
+/// Producers replaced after a fatal error, by `sink`.
+pub const PRODUCER_RESTARTS: &str = "sluice_producer_restarts_total";
 /// Events decoded and not yet answered: the autoscaling demand signal.
 pub const INFLIGHT_EVENTS: &str = "sluice_inflight_events";
 /// 1 when /readyz answers 200.
@@ -80,6 +82,7 @@ fn describe() {
         Unit::Seconds,
         "Time from handing a batch to the sink until every record is acknowledged"
     );
+    describe_counter!(PRODUCER_RESTARTS, "Producers replaced after a fatal error");
     describe_gauge!(INFLIGHT_EVENTS, "Events decoded and not yet answered");
     describe_gauge!(READY, "1 when /readyz answers 200");
     describe_gauge!(SCHEMAS_LOADED, "Compiled schemas in the validator cache");
