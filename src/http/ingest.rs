@@ -22,6 +22,9 @@ use crate::telemetry;
 /// Bodies above this are decoded on the blocking pool, so inflating and parsing megabytes
 /// does not stall other requests on the same runtime thread.
 const INLINE_DECODE_MAX: usize = 256 * 1024;
+/// The same for compressed bodies, judged by their compressed size: a few KiB of zstd can
+/// inflate to the whole decompressed cap.
+const INLINE_DECODE_MAX_COMPRESSED: usize = 8 * 1024;
 
 /// Seconds a client should wait after a 503. TODO(backpressure issue): derive from the drain
 /// rate instead of a constant.
@@ -106,7 +109,11 @@ async fn accept(app: &App, headers: &HeaderMap, body: Body) -> Result<Vec<Outcom
     } else {
         Vec::new()
     };
-    let big = raw.len() > INLINE_DECODE_MAX;
+    let big = raw.len()
+        > match encoding {
+            Encoding::Identity => INLINE_DECODE_MAX,
+            Encoding::Gzip | Encoding::Zstd => INLINE_DECODE_MAX_COMPRESSED,
+        };
     let limits2 = limits.clone();
     let decode = move || -> Result<Decoded, ApiError> {
         let inflated = body::decode(encoding, raw, limits2.max_decompressed_bytes.as_usize())
