@@ -469,16 +469,20 @@ impl ByteSize {
     }
 }
 
+/// Splits `512KiB` into `(512, "KiB")`.
+fn number_and_unit(s: &str) -> Option<(u64, &str)> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    Some((num.parse().ok()?, unit.trim()))
+}
+
 impl FromStr for ByteSize {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("`{s}` is not a size (write 1048576, 512KiB or 5MiB)"))?;
-        let mult = match unit.trim() {
+        let (n, unit) = number_and_unit(s)
+            .ok_or_else(|| format!("`{s}` is not a size (write 1048576, 512KiB or 5MiB)"))?;
+        let mult = match unit {
             "" | "B" => 1,
             "KB" | "kB" => 1000,
             "KiB" => KIB,
@@ -527,12 +531,9 @@ impl FromStr for HumanDuration {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("`{s}` is not a duration (write 30s, 500ms, 2m)"))?;
-        let d = match unit.trim() {
+        let (n, unit) = number_and_unit(s)
+            .ok_or_else(|| format!("`{s}` is not a duration (write 30s, 500ms, 2m)"))?;
+        let d = match unit {
             "ms" => Duration::from_millis(n),
             "s" => Duration::from_secs(n),
             "m" => Duration::from_secs(n.saturating_mul(60)),

@@ -451,35 +451,13 @@ async fn bad_input_gets_documented_4xx_never_5xx() {
         (missing_ct.status, missing_ct.code()),
         (415, "unsupported_media_type")
     );
-    let get = crate::support::Answer::from(
-        s.client
-            .get(format!("{}/v1/events", s.url))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let get = s.get("/v1/events").await;
     assert_eq!((get.status, get.code()), (405, "method_not_allowed"));
-    let nf = crate::support::Answer::from(
-        s.client
-            .get(format!("{}/nope", s.url))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let nf = s.get("/nope").await;
     assert_eq!((nf.status, nf.code()), (404, "not_found"));
     assert!(stored(&ws, ANY).is_empty());
 
-    let metrics = s
-        .client
-        .get(format!("{}/metrics", s.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains("sluice_events_rejected_total{reason=\"unknown_type\"}"),
         "{metrics}"
@@ -499,15 +477,7 @@ async fn probes_and_request_ids() {
         .unwrap();
     assert_eq!(h.status(), 200);
     assert!(h.headers().contains_key("x-request-id"));
-    let r: Value = s
-        .client
-        .get(format!("{}/readyz", s.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = s.get("/readyz").await.body;
     assert_eq!(r["checks"]["schemas"]["loaded"], 2);
     let mine = s
         .post()
@@ -528,15 +498,7 @@ async fn shutdown_turns_readiness_off_first_and_keeps_serving_through_the_drain(
     let mut s = TestServer::start_ready(c).await;
     s.signal_shutdown();
     s.wait_ready(false, Duration::from_millis(500)).await;
-    let r: Value = s
-        .client
-        .get(format!("{}/readyz", s.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = s.get("/readyz").await.body;
     assert_eq!(r["checks"]["shutting_down"], true);
     // Load balancers still send for a moment: those requests are served, not refused.
     assert_eq!(
@@ -580,15 +542,7 @@ async fn admin_listen_moves_probes_and_metrics_off_the_main_port() {
             .status(),
         200
     );
-    assert_eq!(
-        s.client
-            .get(format!("{}/readyz", s.url))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    assert_eq!(s.get("/readyz").await.status, 404);
     assert_eq!(s.send_json(&json!({"type": ANY})).await.status, 200);
 }
 
@@ -626,15 +580,7 @@ async fn blackhole_sink_acknowledges_and_keeps_nothing() {
         200
     );
     assert!(!ws.data().exists(), "the blackhole sink wrote files");
-    let m = s
-        .client
-        .get(format!("{}/metrics", s.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = s.metrics().await;
     assert!(
         m.contains("sluice_events_published_total{sink=\"blackhole\"}"),
         "{m}"

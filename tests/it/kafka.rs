@@ -156,15 +156,7 @@ async fn kafka_broker_unreachable_gives_503_retry_after_within_delivery_timeout_
         "answered after {took:?}"
     );
     s.wait_ready(false, Duration::from_secs(10)).await;
-    let ready: serde_json::Value = s
-        .client
-        .get(format!("{}/readyz", s.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = s.get("/readyz").await.body;
     assert_eq!(ready["checks"]["sink"]["ready"], false);
 
     // Back again: ready, and events flow.

@@ -116,6 +116,29 @@ impl TestServer {
         s
     }
 
+    /// GETs `path` and returns the answer (the body must be JSON).
+    pub async fn get(&self, path: &str) -> Answer {
+        Answer::from(
+            self.client
+                .get(format!("{}{path}", self.url))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// The /metrics text.
+    pub async fn metrics(&self) -> String {
+        let resp = self
+            .client
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap();
+        resp.text().await.unwrap()
+    }
+
     pub async fn readyz(&self) -> u16 {
         self.client
             .get(format!("{}/readyz", self.url))
