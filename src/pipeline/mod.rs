@@ -57,7 +57,8 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub async fn process(&self, decoded: Decoded) -> Vec<Outcome> {
-        let received = rfc3339_millis(SystemTime::now());
+        // One copy per request, shared by every record's header.
+        let received = Bytes::from(rfc3339_millis(SystemTime::now()));
         let catalog = self.validators.catalog();
         let mut outcomes = Vec::with_capacity(decoded.len());
         let mut records = Vec::with_capacity(decoded.len());
@@ -118,7 +119,7 @@ impl Pipeline {
 
     /// The CloudEvents Kafka binding in binary mode: `data` is the value, attributes are
     /// `ce_`-prefixed headers, plus Sluice's own metadata.
-    fn record(&self, ev: &Event, schema_version: u32, received: &str) -> Record {
+    fn record(&self, ev: &Event, schema_version: u32, received: &Bytes) -> Record {
         let mut headers: Vec<(&'static str, Bytes)> = Vec::with_capacity(10);
         let mut put =
             |k: &'static str, v: &str| headers.push((k, Bytes::copy_from_slice(v.as_bytes())));
@@ -135,12 +136,15 @@ impl Pipeline {
         if let Some(s) = &ev.dataschema {
             put("ce_dataschema", s);
         }
-        put(
-            "content-type",
-            ev.datacontenttype.as_deref().unwrap_or("application/json"),
-        );
-        put("sluice_schema_version", &schema_version.to_string());
-        put("sluice_received_time", received);
+        match &ev.datacontenttype {
+            Some(ct) => put("content-type", ct),
+            None => headers.push(("content-type", Bytes::from_static(b"application/json"))),
+        }
+        headers.push((
+            "sluice_schema_version",
+            Bytes::from(schema_version.to_string()),
+        ));
+        headers.push(("sluice_received_time", received.clone()));
         let extension_headers = ev
             .extensions
             .iter()
