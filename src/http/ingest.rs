@@ -59,7 +59,11 @@ struct ItemError<'a> {
 pub async fn ingest(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
     match accept(&app, &headers, body).await {
         Ok(outcomes) => respond(&outcomes),
-        Err(e) => e.into_response(),
+        Err(e) => {
+            // Nothing in the request was accepted; count it once, under the code sent.
+            metrics::counter!(telemetry::EVENTS_REJECTED, "reason" => e.code).increment(1);
+            e.into_response()
+        }
     }
 }
 
@@ -193,7 +197,6 @@ fn body_error(e: BodyError) -> ApiError {
 }
 
 fn request_error(e: RequestError) -> ApiError {
-    metrics::counter!(telemetry::EVENTS_REJECTED, "reason" => e.code()).increment(1);
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
     ApiError::new(status, e.code(), e.to_string())
 }

@@ -193,6 +193,12 @@ async fn body_size_limit_at_and_over_the_boundary() {
     let (status, body) = chunked_post(&s, "application/json", event_of_size(2001).as_bytes()).await;
     assert_eq!(status, 413, "{body}");
     assert!(body.contains("body_too_large"), "{body}");
+    // Refusals before decoding are counted too.
+    let m = s.metrics().await;
+    assert!(
+        m.contains("sluice_events_rejected_total{reason=\"body_too_large\"}"),
+        "{m}"
+    );
 }
 
 /// POSTs with `Transfer-Encoding: chunked` over a raw connection; returns status and body.
