@@ -230,3 +230,61 @@ async fn kafka_sigterm_under_load_loses_no_acknowledged_event() {
     let dupes = records.len() - in_topic.len();
     assert_eq!(dupes, 0, "duplicates in the topic");
 }
+
+/// Runs the binary to completion with `args` and extra environment; returns (success, stderr+stdout).
+fn run_to_end(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.args(args).current_dir(dir).env_remove("SLUICE_CONFIG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn bad_config_stops_start_up_naming_the_field() {
+    let ws = Workspace::new();
+    let (ok, text) = run_to_end(ws.path(), &["serve"], &[("SLUICE_SINK__KIND", "kafka")]);
+    assert!(!ok);
+    assert!(text.contains("kafka.brokers"), "{text}");
+    assert!(
+        !text.contains("panicked") && !text.contains("backtrace"),
+        "{text}"
+    );
+
+    let cfg = ws.path().join("bad.toml");
+    std::fs::write(&cfg, "[limits]\nmax_body_bytes = \"5 parsecs\"\n").unwrap();
+    let (ok, text) = run_to_end(
+        ws.path(),
+        &["serve", "--config", cfg.to_str().unwrap()],
+        &[],
+    );
+    assert!(!ok);
+    assert!(text.contains("limits.max_body_bytes"), "{text}");
+
+    let (ok, text) = run_to_end(ws.path(), &["check-config"], &[]);
+    assert!(ok, "{text}");
+    assert!(text.contains("2 schemas"), "{text}");
+
+    // A schema that does not compile stops start-up with its file name.
+    ws.schema("broken", 1, json!({"type": 12}));
+    let (ok, text) = run_to_end(ws.path(), &["check-config"], &[]);
+    assert!(!ok);
+    assert!(text.contains("broken") && text.contains("1.json"), "{text}");
+}
+
+#[test]
+fn help_documents_the_commands() {
+    let ws = Workspace::new();
+    let (ok, text) = run_to_end(ws.path(), &["--help"], &[]);
+    assert!(ok);
+    for word in ["serve", "check-config", "SLUICE_"] {
+        assert!(text.contains(word), "--help lacks {word}: {text}");
+    }
+}
