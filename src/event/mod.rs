@@ -367,9 +367,12 @@ pub fn decode_binary<'h>(
             .map_err(|e| RequestError::Malformed(e.to_string()))?;
         ev.data = Some(body);
     }
-    Ok(vec![ev
-        .build(id)
-        .map_err(|error| Rejected { id: None, error })])
+    // A rejected event still reports the id the client gave it in `ce-id`.
+    let id_for_error = id.clone();
+    Ok(vec![ev.build(id).map_err(|error| Rejected {
+        id: id_for_error,
+        error,
+    })])
 }
 
 #[derive(Default)]
@@ -743,6 +746,23 @@ mod tests {
             ("abc", "/app one", "t.b")
         );
         assert_eq!(ev.datacontenttype.as_deref(), Some("application/json"));
+        let rejected = decode_binary(
+            [
+                ("type", &b"t"[..]),
+                ("id", b"mine"),
+                ("specversion", b"0.3"),
+            ]
+            .into_iter(),
+            Some("application/json"),
+            Bytes::from_static(b"{}"),
+            &limits(),
+        )
+        .unwrap();
+        let r = rejected[0].as_ref().unwrap_err();
+        assert_eq!(
+            (r.id.as_deref(), r.error.code),
+            (Some("mine"), "unsupported_specversion")
+        );
         assert!(decode_binary(
             [("type", &b"t"[..])].into_iter(),
             Some("application/json"),
