@@ -2,6 +2,7 @@
 //! JSON Schema and answered 2xx only once it is durable in the sink.
 //!
 //! # Layout
+//! - [`auth`]: JWT (static keys, JWKS) and API keys to a `Principal`; scopes; CORS.
 //! - [`config`]: the TOML + `SLUICE_*` environment contract, validated at start.
 //! - [`http`]: router, layers, ingest handler, probes and metrics endpoint.
 //! - [`event`]: CloudEvents decoding (single, batch, NDJSON, binary) and request limits.
@@ -14,6 +15,7 @@
 //! [`serve`] runs the real server on a listener the caller binds and stops when the caller's
 //! future resolves, so `main`, the tests and the benchmarks all run the same code.
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod event;
@@ -50,8 +52,17 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
     metrics::gauge!(telemetry::SCHEMAS_LOADED).set(catalog.len() as f64);
     let router = Router::from_config(&config.routes)
         .map_err(|(field, msg)| anyhow::anyhow!("config field `{field}`: {msg}"))?;
+    let auth = Arc::new(
+        auth::Authenticator::from_config(&config.auth)
+            .map_err(|(field, msg)| anyhow::anyhow!("config field `{field}`: {msg}"))?,
+    );
+    let cors = auth::cors::Cors::new(&config.auth.cors, auth.browser_origins())
+        .map_err(|(field, msg)| anyhow::anyhow!("config field `{field}`: {msg}"))?;
+    auth.start().await;
     let sink = sink::from_config(&config).await?;
     Ok(Arc::new(App {
+        auth,
+        cors,
         pipeline: Pipeline {
             validators: Arc::new(validators),
             router,

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use sluice::config::Config;
+use sluice::config::{ApiKeyConfig, Config, KeyClass};
 
 /// Sluice: an HTTP ingestion gateway for CloudEvents. Every event is validated against its
 /// JSON Schema and acknowledged only once durable in Kafka (or the local file sink).
@@ -31,6 +31,46 @@ enum Command {
         #[arg(long, short, env = "SLUICE_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Print a new API key (once: it is stored nowhere) and the config entry holding its hash.
+    Generate {
+        /// Tenant the key writes as.
+        #[arg(long)]
+        tenant: String,
+        /// Scope, repeatable: events:write:<type pattern>, registry:read, registry:write.
+        #[arg(long = "scope", default_value = "events:write:*")]
+        scopes: Vec<String>,
+        /// `browser` keys are public (shipped in web pages): write scopes only, origin-checked.
+        #[arg(long, value_enum, default_value = "server")]
+        class: Class,
+        /// Browser keys: an allowed Origin, repeatable (https://app.example.com).
+        #[arg(long = "origin")]
+        origins: Vec<String>,
+        /// Expiry, RFC 3339 or a date (2027-06-30).
+        #[arg(long)]
+        expires: Option<String>,
+        /// Who holds the key, for logs.
+        #[arg(long)]
+        name: Option<String>,
+        /// Print the entry for an `auth.api_keys_file` (`[[api_keys]]`) instead of the main
+        /// config (`[[auth.api_keys]]`).
+        #[arg(long)]
+        for_file: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Class {
+    Server,
+    Browser,
 }
 
 fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
@@ -67,12 +107,82 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ))
             .await?;
             println!(
-                "config OK: listen {}, sink {}, {} schemas from {}",
+                "config OK: listen {}, sink {}, {} schemas from {}, auth {:?}",
                 config.server.listen,
                 config.sink.kind,
                 cache.catalog().len(),
-                config.schemas.dir.display()
+                config.schemas.dir.display(),
+                config.auth.effective_mode(),
             );
+            Ok(())
+        }
+        Command::Keys {
+            command:
+                KeysCommand::Generate {
+                    tenant,
+                    scopes,
+                    class,
+                    origins,
+                    expires,
+                    name,
+                    for_file,
+                },
+        } => {
+            let class = match class {
+                Class::Server => KeyClass::Server,
+                Class::Browser => KeyClass::Browser,
+            };
+            let g = sluice::auth::generate_key(class).map_err(anyhow::Error::msg)?;
+            let entry = ApiKeyConfig {
+                id: g.id.clone(),
+                hash: g.hash.clone(),
+                tenant,
+                scopes,
+                class,
+                origins,
+                expires,
+                name,
+            };
+            // Refuse now what the server would refuse at start.
+            let mut check = sluice::config::AuthConfig::default();
+            check.api_keys.push(entry.clone());
+            sluice::auth::Authenticator::check_config(&check)
+                .map_err(|(_, m)| anyhow::anyhow!("{m}"))?;
+            let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+            let list = |v: &[String]| {
+                format!(
+                    "[{}]",
+                    v.iter().map(|s| q(s)).collect::<Vec<_>>().join(", ")
+                )
+            };
+            println!("{}", g.key);
+            println!();
+            println!(
+                "# The key above is shown once; Sluice stores only its hash. Add this entry to"
+            );
+            if for_file {
+                println!("# the file that auth.api_keys_file names:");
+                println!("[[api_keys]]");
+            } else {
+                println!(
+                    "# the config (or, as [[api_keys]], to the file auth.api_keys_file names):"
+                );
+                println!("[[auth.api_keys]]");
+            }
+            println!("id = {}", q(&entry.id));
+            println!("hash = {}", q(&entry.hash));
+            println!("tenant = {}", q(&entry.tenant));
+            println!("scopes = {}", list(&entry.scopes));
+            if class == KeyClass::Browser {
+                println!("class = \"browser\"");
+                println!("origins = {}", list(&entry.origins));
+            }
+            if let Some(e) = &entry.expires {
+                println!("expires = {}", q(e));
+            }
+            if let Some(n) = &entry.name {
+                println!("name = {}", q(n));
+            }
             Ok(())
         }
     }

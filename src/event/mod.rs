@@ -6,6 +6,9 @@
 //! client sent are the bytes that reach the topic.
 
 pub mod body;
+mod pattern;
+
+pub use pattern::TypePattern;
 
 use std::collections::HashMap;
 
@@ -22,6 +25,9 @@ pub const DEFAULT_SOURCE: &str = "sluice://anonymous";
 pub struct Event {
     pub id: String,
     pub source: String,
+    /// False when `source` is [`DEFAULT_SOURCE`] because the client sent none; the pipeline
+    /// then names the authenticated client instead.
+    pub source_given: bool,
     pub ty: String,
     pub specversion: String,
     pub time: Option<String>,
@@ -473,6 +479,7 @@ impl EventBuilder {
         }
         Ok(Event {
             id: id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+            source_given: self.source.is_some(),
             source: self.source.unwrap_or_else(|| DEFAULT_SOURCE.into()),
             ty,
             specversion,

@@ -21,7 +21,8 @@ pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
     let sink = app.sink_ready();
     let schemas = app.pipeline.validators.catalog().len();
     let shutting_down = app.is_shutting_down();
-    let ready = sink && !shutting_down;
+    let auth = app.auth.is_ready();
+    let ready = sink && auth && !shutting_down;
     metrics::gauge!(telemetry::READY).set(if ready { 1.0 } else { 0.0 });
     let status = if ready {
         StatusCode::OK
@@ -33,6 +34,7 @@ pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
         "checks": {
             "sink": {"kind": app.pipeline.sink.kind(), "ready": sink},
             "schemas": {"loaded": schemas},
+            "auth": {"keys_loaded": auth},
             "shutting_down": shutting_down,
         }
     });
@@ -40,6 +42,7 @@ pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
 }
 
 pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    app.auth.report_metrics();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         app.metrics.render(),

@@ -8,11 +8,12 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use bytes::Bytes;
 use serde::Serialize;
 
 use super::App;
+use crate::auth::Principal;
 use crate::error::{retry_after_header, ApiError, ErrorBody};
 use crate::event::body::{self, BodyError, Encoding};
 use crate::event::{self, BodyFormat, Decoded, RequestError};
@@ -56,8 +57,14 @@ struct ItemError<'a> {
     message: &'a str,
 }
 
-pub async fn ingest(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
-    match accept(&app, &headers, body).await {
+pub async fn ingest(
+    State(app): State<Arc<App>>,
+    principal: Option<Extension<Arc<Principal>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let principal = principal.map(|Extension(p)| p);
+    match accept(&app, principal.as_deref(), &headers, body).await {
         Ok(outcomes) => respond(&outcomes),
         Err(e) => {
             // Nothing in the request was accepted; count it once, under the code sent.
@@ -67,7 +74,12 @@ pub async fn ingest(State(app): State<Arc<App>>, headers: HeaderMap, body: Body)
     }
 }
 
-async fn accept(app: &App, headers: &HeaderMap, body: Body) -> Result<Vec<Outcome>, ApiError> {
+async fn accept(
+    app: &App,
+    principal: Option<&Principal>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Vec<Outcome>, ApiError> {
     let limits = &app.config.limits;
     let header_str = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
 
@@ -140,7 +152,7 @@ async fn accept(app: &App, headers: &HeaderMap, body: Body) -> Result<Vec<Outcom
 
     let n = decoded.len();
     let _inflight = InflightGuard::new(n);
-    Ok(app.pipeline.process(decoded).await)
+    Ok(app.pipeline.process(decoded, principal).await)
 }
 
 async fn read_body(

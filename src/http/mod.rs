@@ -21,6 +21,8 @@ use tower_http::trace::TraceLayer;
 
 pub use ingest::RETRY_AFTER_SECS;
 
+use crate::auth::cors::{self, Cors};
+use crate::auth::{self, Authenticator};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::pipeline::Pipeline;
@@ -30,6 +32,8 @@ use crate::telemetry;
 pub struct App {
     pub config: Config,
     pub pipeline: Pipeline,
+    pub auth: Arc<Authenticator>,
+    pub cors: Cors,
     pub metrics: PrometheusHandle,
     /// Set on the shutdown signal: readiness fails first so load balancers stop sending.
     pub shutting_down: AtomicBool,
@@ -47,7 +51,17 @@ impl App {
 
 /// Routes clients use. Admin routes are merged in unless `server.admin_listen` moves them.
 pub fn router(app: Arc<App>, with_admin: bool) -> axum::Router {
-    let mut r = axum::Router::new().route("/v1/events", post(ingest::ingest));
+    let events = post(ingest::ingest)
+        // Credentials are checked before the body is read: refusing costs no upload.
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            auth::authenticate,
+        ))
+        .options(cors::options)
+        // Outside auth, so that browsers can read our 401s and 403s, and preflights (which
+        // carry no credentials) are answered here.
+        .layer(middleware::from_fn_with_state(app.clone(), cors::cors));
+    let mut r = axum::Router::new().route("/v1/events", events);
     if with_admin {
         r = r.merge(admin_routes());
     }

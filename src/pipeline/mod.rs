@@ -13,6 +13,7 @@ use bytes::Bytes;
 
 pub use route::Router;
 
+use crate::auth::Principal;
 use crate::event::{Decoded, Event, EventError};
 use crate::registry::ValidatorCache;
 use crate::sink::{Record, Sink};
@@ -56,7 +57,8 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub async fn process(&self, decoded: Decoded) -> Vec<Outcome> {
+    /// `principal` is `None` only when authentication is disabled.
+    pub async fn process(&self, decoded: Decoded, principal: Option<&Principal>) -> Vec<Outcome> {
         // One copy per request, shared by every record's header.
         let received = Bytes::from(rfc3339_millis(SystemTime::now()));
         let catalog = self.validators.catalog();
@@ -64,17 +66,32 @@ impl Pipeline {
         let mut records = Vec::with_capacity(decoded.len());
         let mut record_index = Vec::with_capacity(decoded.len());
         for item in decoded {
-            let event = match item {
+            let mut event = match item {
                 Ok(ev) => ev,
                 Err(r) => {
                     outcomes.push(Outcome::rejected(r.id, r.error));
                     continue;
                 }
             };
+            if let Some(p) = principal {
+                if !p.scopes.may_write(&event.ty) {
+                    let e = EventError::new(
+                        403,
+                        "type_not_allowed",
+                        "/type",
+                        "the credentials do not allow writing this event type",
+                    );
+                    outcomes.push(Outcome::rejected(Some(event.id), e));
+                    continue;
+                }
+                if !event.source_given {
+                    event.source.clone_from(&p.source);
+                }
+            }
             match ValidatorCache::validate(&catalog, &event) {
                 Ok(version) => {
                     record_index.push(outcomes.len());
-                    records.push(self.record(&event, version, &received));
+                    records.push(self.record(&event, version, &received, principal));
                     outcomes.push(Outcome::accepted(event.id));
                 }
                 Err(e) => outcomes.push(Outcome::rejected(Some(event.id), e)),
@@ -119,7 +136,14 @@ impl Pipeline {
 
     /// The CloudEvents Kafka binding in binary mode: `data` is the value, attributes are
     /// `ce_`-prefixed headers, plus Sluice's own metadata.
-    fn record(&self, ev: &Event, schema_version: u32, received: &Bytes) -> Record {
+    fn record(
+        &self,
+        ev: &Event,
+        schema_version: u32,
+        received: &Bytes,
+        principal: Option<&Principal>,
+    ) -> Record {
+        let tenant = principal.map(|p| p.tenant.as_str());
         let mut headers: Vec<(&'static str, Bytes)> = Vec::with_capacity(10);
         let mut put =
             |k: &'static str, v: &str| headers.push((k, Bytes::copy_from_slice(v.as_bytes())));
@@ -145,13 +169,16 @@ impl Pipeline {
             Bytes::from(schema_version.to_string()),
         ));
         headers.push(("sluice_received_time", received.clone()));
+        if let Some(t) = tenant {
+            headers.push(("sluice_tenant", Bytes::copy_from_slice(t.as_bytes())));
+        }
         let extension_headers = ev
             .extensions
             .iter()
             .map(|(k, v)| (format!("ce_{k}"), Bytes::copy_from_slice(v.as_bytes())))
             .collect();
         Record {
-            topic: self.router.topic_for(&ev.ty),
+            topic: self.router.topic_for(&ev.ty, tenant),
             key: Bytes::copy_from_slice(ev.partition_key().as_bytes()),
             value: ev
                 .data

@@ -1,40 +1,17 @@
-//! Routing: which topic an event goes to. Rules are checked in order, first match wins;
-//! the default template applies otherwise.
+//! Routing: which topic an event goes to, from its type and its sender's tenant. Rules are
+//! checked in order, first match wins; the default template applies otherwise.
 
 use crate::config::RoutesConfig;
+use crate::event::TypePattern;
 
 /// Kafka's limit on topic name length.
 const MAX_TOPIC_LEN: usize = 249;
 
-#[derive(Debug, Clone)]
-enum Pattern {
-    Any,
-    Exact(String),
-    Prefix(String),
-}
+/// Stands in for `{tenant}` when a request has no tenant (authentication disabled); config
+/// validation refuses `{tenant}` templates in that mode, so this is a last resort.
+const NO_TENANT: &str = "anonymous";
 
-impl Pattern {
-    fn parse(s: &str) -> Result<Pattern, String> {
-        match s {
-            "*" => Ok(Pattern::Any),
-            _ => match s.strip_suffix('*') {
-                Some(prefix) if !prefix.contains('*') => Ok(Pattern::Prefix(prefix.to_string())),
-                None if !s.is_empty() && !s.contains('*') => Ok(Pattern::Exact(s.to_string())),
-                _ => Err(format!("`{s}` is not a type pattern: write an exact type, a prefix ending in `*`, or `*`")),
-            },
-        }
-    }
-
-    fn matches(&self, ty: &str) -> bool {
-        match self {
-            Pattern::Any => true,
-            Pattern::Exact(t) => t == ty,
-            Pattern::Prefix(p) => ty.starts_with(p.as_str()),
-        }
-    }
-}
-
-/// A topic name with `{type}` placeholders.
+/// A topic name with `{type}` and `{tenant}` placeholders.
 #[derive(Debug, Clone)]
 struct TopicTemplate {
     parts: Vec<Part>,
@@ -44,6 +21,7 @@ struct TopicTemplate {
 enum Part {
     Literal(String),
     Type,
+    Tenant,
 }
 
 impl TopicTemplate {
@@ -60,9 +38,10 @@ impl TopicTemplate {
                 .ok_or_else(|| format!("`{s}` has an unclosed `{{`"))?;
             match &tail[1..end] {
                 "type" => parts.push(Part::Type),
+                "tenant" => parts.push(Part::Tenant),
                 other => {
                     return Err(format!(
-                        "`{s}`: unknown placeholder `{{{other}}}` (only {{type}} is known)"
+                        "`{s}`: unknown placeholder `{{{other}}}` (known: {{type}}, {{tenant}})"
                     ))
                 }
             }
@@ -86,22 +65,30 @@ impl TopicTemplate {
         Ok(TopicTemplate { parts })
     }
 
-    fn render(&self, ty: &str) -> String {
+    fn render(&self, ty: &str, tenant: Option<&str>) -> String {
         let mut out = String::with_capacity(64);
+        let sanitised = |out: &mut String, v: &str| {
+            out.extend(v.chars().map(|c| {
+                if c.is_ascii() && legal_topic_byte(c as u8) {
+                    c
+                } else {
+                    '_'
+                }
+            }))
+        };
         for p in &self.parts {
             match p {
                 Part::Literal(l) => out.push_str(l),
-                Part::Type => out.extend(ty.chars().map(|c| {
-                    if c.is_ascii() && legal_topic_byte(c as u8) {
-                        c
-                    } else {
-                        '_'
-                    }
-                })),
+                Part::Type => sanitised(&mut out, ty),
+                Part::Tenant => sanitised(&mut out, tenant.unwrap_or(NO_TENANT)),
             }
         }
         out.truncate(MAX_TOPIC_LEN);
         out
+    }
+
+    fn uses_tenant(&self) -> bool {
+        self.parts.iter().any(|p| matches!(p, Part::Tenant))
     }
 }
 
@@ -111,8 +98,16 @@ fn legal_topic_byte(b: u8) -> bool {
 
 #[derive(Debug, Clone)]
 pub struct Router {
-    rules: Vec<(Pattern, TopicTemplate)>,
+    rules: Vec<Rule>,
     default: TopicTemplate,
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    types: TypePattern,
+    /// `None`: any tenant, including none.
+    tenants: Option<TypePattern>,
+    topic: TopicTemplate,
 }
 
 impl Router {
@@ -125,23 +120,45 @@ impl Router {
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                let pattern = Pattern::parse(&r.type_pattern)
+                let types = TypePattern::parse(&r.type_pattern)
                     .map_err(|m| (format!("routes.rules[{i}].type"), m))?;
+                let tenants = r
+                    .tenant
+                    .as_deref()
+                    .map(TypePattern::parse)
+                    .transpose()
+                    .map_err(|m| (format!("routes.rules[{i}].tenant"), m))?;
                 let topic = TopicTemplate::parse(&r.topic)
                     .map_err(|m| (format!("routes.rules[{i}].topic"), m))?;
-                Ok((pattern, topic))
+                Ok(Rule {
+                    types,
+                    tenants,
+                    topic,
+                })
             })
             .collect::<Result<_, (String, String)>>()?;
         Ok(Router { rules, default })
     }
 
-    pub fn topic_for(&self, ty: &str) -> String {
+    pub fn topic_for(&self, ty: &str, tenant: Option<&str>) -> String {
         self.rules
             .iter()
-            .find(|(p, _)| p.matches(ty))
-            .map(|(_, t)| t)
+            .find(|r| {
+                r.types.matches(ty)
+                    && match (&r.tenants, tenant) {
+                        (None, _) => true,
+                        (Some(p), Some(t)) => p.matches(t),
+                        (Some(_), None) => false,
+                    }
+            })
+            .map(|r| &r.topic)
             .unwrap_or(&self.default)
-            .render(ty)
+            .render(ty, tenant)
+    }
+
+    /// Whether any topic depends on the tenant, which only authenticated requests have.
+    pub fn uses_tenant(&self) -> bool {
+        self.default.uses_tenant() || self.rules.iter().any(|r| r.topic.uses_tenant())
     }
 }
 
@@ -157,19 +174,32 @@ mod tests {
             rules: vec![
                 RouteRule {
                     type_pattern: "checkout.*".into(),
-                    topic: "checkout".into(),
+                    tenant: Some("acme".into()),
+                    topic: "acme-checkout".into(),
+                },
+                RouteRule {
+                    type_pattern: "checkout.*".into(),
+                    tenant: None,
+                    topic: "checkout.{tenant}".into(),
                 },
                 RouteRule {
                     type_pattern: "audit.login".into(),
+                    tenant: None,
                     topic: "audit-{type}".into(),
                 },
             ],
         })
         .unwrap();
-        assert_eq!(r.topic_for("checkout.paid"), "checkout");
-        assert_eq!(r.topic_for("audit.login"), "audit-audit.login");
-        assert_eq!(r.topic_for("com.x/y z:é"), "events.com.x_y_z__");
-        assert_eq!(r.topic_for(&"a".repeat(400)).len(), MAX_TOPIC_LEN);
+        assert!(r.uses_tenant());
+        assert_eq!(r.topic_for("checkout.paid", Some("acme")), "acme-checkout");
+        assert_eq!(
+            r.topic_for("checkout.paid", Some("glo/bex")),
+            "checkout.glo_bex"
+        );
+        assert_eq!(r.topic_for("checkout.paid", None), "checkout.anonymous");
+        assert_eq!(r.topic_for("audit.login", None), "audit-audit.login");
+        assert_eq!(r.topic_for("com.x/y z:é", None), "events.com.x_y_z__");
+        assert_eq!(r.topic_for(&"a".repeat(400), None).len(), MAX_TOPIC_LEN);
     }
 
     #[test]
@@ -179,6 +209,7 @@ mod tests {
                 default_topic: default.into(),
                 rules: vec![RouteRule {
                     type_pattern: "a".into(),
+                    tenant: None,
                     topic: rule_topic.into(),
                 }],
             })
@@ -186,7 +217,7 @@ mod tests {
             .0
         };
         assert_eq!(bad("events/{type}", "ok"), "routes.default_topic");
-        assert_eq!(bad("x", "{tenant}"), "routes.rules[0].topic");
+        assert_eq!(bad("x", "{tenants}"), "routes.rules[0].topic");
         assert_eq!(bad("x", ".."), "routes.rules[0].topic");
     }
 }

@@ -31,6 +31,14 @@ pub const INFLIGHT_EVENTS: &str = "sluice_inflight_events";
 pub const READY: &str = "sluice_ready";
 /// Compiled schemas in the validator cache.
 pub const SCHEMAS_LOADED: &str = "sluice_schemas_loaded";
+/// Requests refused by authentication or authorization, by `reason` (the error code).
+pub const AUTH_FAILURES: &str = "sluice_auth_failures_total";
+/// JWKS fetches, by `result` (`ok`, `error`).
+pub const JWKS_FETCHES: &str = "sluice_jwks_fetches_total";
+/// Verification keys loaded from all JWKS URLs.
+pub const JWKS_KEYS: &str = "sluice_jwks_keys";
+/// Age of the oldest JWKS key cache (time since its last successful fetch).
+pub const JWKS_AGE: &str = "sluice_jwks_age_seconds";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -86,6 +94,17 @@ fn describe() {
     describe_gauge!(INFLIGHT_EVENTS, "Events decoded and not yet answered");
     describe_gauge!(READY, "1 when /readyz answers 200");
     describe_gauge!(SCHEMAS_LOADED, "Compiled schemas in the validator cache");
+    describe_counter!(
+        AUTH_FAILURES,
+        "Requests refused by authentication or authorization, by reason code"
+    );
+    describe_counter!(JWKS_FETCHES, "JWKS fetches by result (ok, error)");
+    describe_gauge!(JWKS_KEYS, "Verification keys loaded from JWKS URLs");
+    describe_gauge!(
+        JWKS_AGE,
+        Unit::Seconds,
+        "Time since the least recently refreshed JWKS URL was last fetched successfully"
+    );
 }
 
 /// Logs to stderr, as text or JSON. `RUST_LOG` overrides `log.level`.

@@ -1,6 +1,7 @@
 //! One integration-test binary: the real server on port 0 against real parts (a Kafka-protocol
 //! broker over TCP, the file system, processes and signals). Run through `scripts/test`.
 
+mod auth;
 mod ingest;
 mod kafka;
 mod process;

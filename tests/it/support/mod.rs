@@ -1,6 +1,7 @@
 //! Test support: the real server in-process on port 0, per-test schema folders, a real Kafka
 //! broker reached over TCP, and a TCP proxy the tests control for outages.
 
+pub mod auth;
 pub mod kafka;
 pub mod proxy;
 

@@ -1,0 +1,456 @@
+//! API keys for services that cannot do JWT, and browser write keys meant to be public.
+//!
+//! A key looks like `sk_<id>_<secret>` (server) or `pk_<id>_<secret>` (browser): the id
+//! finds the entry without scanning, the whole key is checked against the stored SHA-256 in
+//! constant time. Keys carry 256 random bits, so a fast hash is enough (slow hashes protect
+//! guessable passwords) and keeps the check near a microsecond. The key itself is printed
+//! once by `sluice keys generate` and stored nowhere.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::{key_class_method, AuthError, Principal, Scopes};
+use crate::config::{ApiKeyConfig, AuthConfig, KeyClass};
+
+const ID_HEX_LEN: usize = 16;
+const SECRET_BYTES: usize = 32;
+
+pub(super) fn looks_like_key(credential: &str) -> bool {
+    credential.starts_with("sk_") || credential.starts_with("pk_")
+}
+
+struct Entry {
+    hash: [u8; 32],
+    tenant: String,
+    subject: String,
+    scopes: Scopes,
+    class: KeyClass,
+    origins: Vec<OriginPattern>,
+    expires: Option<SystemTime>,
+}
+
+#[derive(Default)]
+pub(super) struct ApiKeys {
+    by_id: HashMap<String, Entry>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeysFile {
+    #[serde(default)]
+    api_keys: Vec<ApiKeyConfig>,
+}
+
+impl ApiKeys {
+    pub fn from_config(config: &AuthConfig) -> Result<ApiKeys, (String, String)> {
+        let mut keys = ApiKeys::default();
+        for (i, k) in config.api_keys.iter().enumerate() {
+            keys.add(k)
+                .map_err(|m| (format!("auth.api_keys[{i}]"), m))?;
+        }
+        if let Some(path) = &config.api_keys_file {
+            let field = "auth.api_keys_file".to_string();
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                (
+                    field.clone(),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            let file: KeysFile = toml::from_str(&text)
+                .map_err(|e| (field.clone(), format!("{}: {e}", path.display())))?;
+            for (i, k) in file.api_keys.iter().enumerate() {
+                keys.add(k).map_err(|m| {
+                    (
+                        field.clone(),
+                        format!("{}: api_keys[{i}]: {m}", path.display()),
+                    )
+                })?;
+            }
+        }
+        Ok(keys)
+    }
+
+    fn add(&mut self, k: &ApiKeyConfig) -> Result<(), String> {
+        if k.id.len() != ID_HEX_LEN || !k.id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "`id` must be {ID_HEX_LEN} hex digits (as printed by `sluice keys generate`)"
+            ));
+        }
+        let hash = k
+            .hash
+            .strip_prefix("sha256:")
+            .and_then(hex32)
+            .ok_or("`hash` must be `sha256:` and 64 hex digits")?;
+        if k.tenant.is_empty() {
+            return Err("`tenant` must not be empty".into());
+        }
+        let (scopes, unknown) = Scopes::parse(k.scopes.iter().map(String::as_str));
+        if let Some(u) = unknown.first() {
+            return Err(format!(
+                "unknown scope `{u}` (known: events:write:<type pattern>, registry:read, registry:write)"
+            ));
+        }
+        let origins = k
+            .origins
+            .iter()
+            .map(|o| OriginPattern::parse(o))
+            .collect::<Result<Vec<_>, _>>()?;
+        match k.class {
+            KeyClass::Browser => {
+                if scopes.registry_read || scopes.registry_write {
+                    return Err("browser keys are public: only events:write scopes".into());
+                }
+                if origins.is_empty() {
+                    return Err(
+                        "browser keys need `origins` (the pages allowed to use them)".into(),
+                    );
+                }
+            }
+            KeyClass::Server if !origins.is_empty() => {
+                return Err("`origins` applies to class = \"browser\" keys only".into());
+            }
+            KeyClass::Server => {}
+        }
+        let expires = k.expires.as_deref().map(parse_time).transpose()?;
+        let entry = Entry {
+            hash,
+            tenant: k.tenant.clone(),
+            subject: k.name.clone().unwrap_or_else(|| k.id.clone()),
+            scopes,
+            class: k.class,
+            origins,
+            expires,
+        };
+        if self
+            .by_id
+            .insert(k.id.to_ascii_lowercase(), entry)
+            .is_some()
+        {
+            return Err(format!("id {} is listed twice", k.id));
+        }
+        Ok(())
+    }
+
+    pub fn verify(&self, key: &str, origin: Option<&str>) -> Result<Principal, AuthError> {
+        let (class, rest) = match key.split_at_checked(3) {
+            Some(("sk_", rest)) => (KeyClass::Server, rest),
+            Some(("pk_", rest)) => (KeyClass::Browser, rest),
+            _ => return Err(AuthError::InvalidApiKey),
+        };
+        let id = rest.get(..ID_HEX_LEN).ok_or(AuthError::InvalidApiKey)?;
+        let entry = self
+            .by_id
+            .get(&id.to_ascii_lowercase())
+            .ok_or(AuthError::InvalidApiKey)?;
+        let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        if !bool::from(digest.ct_eq(&entry.hash)) || entry.class != class {
+            return Err(AuthError::InvalidApiKey);
+        }
+        if entry.expires.is_some_and(|t| SystemTime::now() >= t) {
+            return Err(AuthError::ApiKeyExpired);
+        }
+        if entry.class == KeyClass::Browser {
+            let ok = origin.is_some_and(|o| entry.origins.iter().any(|p| p.matches(o)));
+            if !ok {
+                return Err(AuthError::OriginNotAllowed);
+            }
+        }
+        Ok(Principal::new(
+            entry.tenant.clone(),
+            entry.subject.clone(),
+            entry.scopes.clone(),
+            key_class_method(entry.class),
+        ))
+    }
+
+    /// Every origin some browser key allows, as configured (for CORS preflights, which
+    /// carry no key).
+    pub fn origins(&self) -> Vec<OriginPattern> {
+        self.by_id
+            .values()
+            .flat_map(|e| e.origins.iter().cloned())
+            .collect()
+    }
+}
+
+fn hex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
+        let hi = (chunk[0] as char).to_digit(16)?;
+        let lo = (chunk[1] as char).to_digit(16)?;
+        out[i] = (hi * 16 + lo) as u8;
+    }
+    Some(out)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A browser origin allowed to post: `https://app.example.com`, `http://localhost:3000`,
+/// or `https://*.example.com` (any subdomain, not the domain itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginPattern {
+    scheme: String,
+    /// Lowercase `host[:port]`; for wildcards, the part after `*` (`.example.com`).
+    host: String,
+    wildcard: bool,
+}
+
+impl OriginPattern {
+    pub fn parse(s: &str) -> Result<OriginPattern, String> {
+        let bad = || {
+            format!("origin `{s}` must look like https://app.example.com or https://*.example.com (no path)")
+        };
+        let (scheme, host) = s.split_once("://").ok_or_else(bad)?;
+        if !matches!(scheme, "http" | "https") || host.is_empty() || host.contains('/') {
+            return Err(bad());
+        }
+        let host = host.to_ascii_lowercase();
+        let (host, wildcard) = match host.strip_prefix('*') {
+            Some(rest) if rest.starts_with('.') && rest.len() > 1 && !rest.contains('*') => {
+                (rest.to_string(), true)
+            }
+            Some(_) => return Err(bad()),
+            None if host.contains('*') => return Err(bad()),
+            None => (host, false),
+        };
+        Ok(OriginPattern {
+            scheme: scheme.to_string(),
+            host,
+            wildcard,
+        })
+    }
+
+    pub fn matches(&self, origin: &str) -> bool {
+        let Some((scheme, host)) = origin.split_once("://") else {
+            return false;
+        };
+        if scheme != self.scheme || host.contains('/') {
+            return false;
+        }
+        let host = host.to_ascii_lowercase();
+        if self.wildcard {
+            host.len() > self.host.len()
+                && host.ends_with(&self.host)
+                && !host[..host.len() - self.host.len()].contains([':', '@'])
+        } else {
+            host == self.host
+        }
+    }
+}
+
+/// A new key, shown once.
+pub struct GeneratedKey {
+    pub key: String,
+    pub id: String,
+    /// `sha256:<hex>`, the only form config holds.
+    pub hash: String,
+}
+
+pub fn generate_key(class: KeyClass) -> Result<GeneratedKey, String> {
+    let mut id = [0u8; ID_HEX_LEN / 2];
+    let mut secret = [0u8; SECRET_BYTES];
+    getrandom::fill(&mut id).map_err(|e| format!("no randomness from the OS: {e}"))?;
+    getrandom::fill(&mut secret).map_err(|e| format!("no randomness from the OS: {e}"))?;
+    let prefix = match class {
+        KeyClass::Server => "sk",
+        KeyClass::Browser => "pk",
+    };
+    let id = hex(&id);
+    let key = format!("{prefix}_{id}_{}", URL_SAFE_NO_PAD.encode(secret));
+    let hash = format!("sha256:{}", hex(&Sha256::digest(key.as_bytes())));
+    Ok(GeneratedKey { key, id, hash })
+}
+
+/// `2027-01-31`, `2027-01-31T12:00:00Z`, `2027-01-31T12:00:00.5+02:00`.
+pub(crate) fn parse_time(s: &str) -> Result<SystemTime, String> {
+    let bad =
+        || format!("`{s}` is not an RFC 3339 time (2027-01-31T00:00:00Z) or a date (2027-01-31)");
+    let num = |t: &str| t.parse::<i64>().map_err(|_| bad());
+    let (date, time) = match s.split_once(['T', 't', ' ']) {
+        Some((d, t)) => (d, Some(t)),
+        None => (s, None),
+    };
+    let d: Vec<&str> = date.split('-').collect();
+    if d.len() != 3 || d[0].len() != 4 || d[1].len() != 2 || d[2].len() != 2 {
+        return Err(bad());
+    }
+    let (y, m, day) = (num(d[0])?, num(d[1])?, num(d[2])?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+        return Err(bad());
+    }
+    let mut secs = days_from_civil(y, m, day) * 86_400;
+    if let Some(t) = time {
+        let (clock, offset) = if let Some(c) = t.strip_suffix(['Z', 'z']) {
+            (c, 0)
+        } else {
+            let at = t.rfind(['+', '-']).ok_or_else(bad)?;
+            let (c, off) = t.split_at(at);
+            let sign = if off.starts_with('-') { -1 } else { 1 };
+            let (oh, om) = off[1..].split_once(':').ok_or_else(bad)?;
+            (c, sign * (num(oh)? * 3600 + num(om)? * 60))
+        };
+        let clock = clock.split('.').next().unwrap_or_default();
+        let c: Vec<&str> = clock.split(':').collect();
+        if c.len() != 3 {
+            return Err(bad());
+        }
+        let (h, mi, se) = (num(c[0])?, num(c[1])?, num(c[2])?);
+        if h > 23 || mi > 59 || se > 60 {
+            return Err(bad());
+        }
+        secs += h * 3600 + mi * 60 + se - offset;
+    }
+    u64::try_from(secs)
+        .map(|s| UNIX_EPOCH + Duration::from_secs(s))
+        .map_err(|_| bad())
+}
+
+/// Howard Hinnant's days_from_civil: days since 1970-01-01.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_for(g: &GeneratedKey, class: KeyClass, origins: &[&str]) -> ApiKeyConfig {
+        ApiKeyConfig {
+            id: g.id.clone(),
+            hash: g.hash.clone(),
+            tenant: "acme".into(),
+            scopes: vec!["events:write:checkout.*".into()],
+            class,
+            origins: origins.iter().map(|s| s.to_string()).collect(),
+            expires: None,
+            name: Some("checkout-svc".into()),
+        }
+    }
+
+    #[test]
+    fn generated_keys_verify_and_nothing_else_does() {
+        let g = generate_key(KeyClass::Server).unwrap();
+        assert!(g.key.starts_with(&format!("sk_{}_", g.id)));
+        assert!(!g.hash.contains(&g.key[20..]));
+        let mut keys = ApiKeys::default();
+        keys.add(&config_for(&g, KeyClass::Server, &[])).unwrap();
+        let p = keys.verify(&g.key, None).unwrap();
+        assert_eq!(
+            (p.tenant.as_str(), p.subject.as_str()),
+            ("acme", "checkout-svc")
+        );
+        assert!(p.scopes.may_write("checkout.paid") && !p.scopes.may_write("audit.x"));
+
+        let mut wrong = g.key.clone();
+        let last = wrong.pop().unwrap();
+        wrong.push(if last == 'A' { 'B' } else { 'A' });
+        for bad in [wrong.as_str(), "sk_", "sk_zz", &g.key[..g.key.len() - 1]] {
+            assert_eq!(
+                keys.verify(bad, None).unwrap_err(),
+                AuthError::InvalidApiKey
+            );
+        }
+        // The same secret presented as a browser key is not the same key.
+        let as_browser = format!("pk_{}", &g.key[3..]);
+        assert_eq!(
+            keys.verify(&as_browser, None).unwrap_err(),
+            AuthError::InvalidApiKey
+        );
+    }
+
+    #[test]
+    fn browser_keys_need_their_origin_and_expiry_is_enforced() {
+        let g = generate_key(KeyClass::Browser).unwrap();
+        let mut keys = ApiKeys::default();
+        keys.add(&config_for(
+            &g,
+            KeyClass::Browser,
+            &["https://*.shop.io", "http://localhost:3000"],
+        ))
+        .unwrap();
+        assert!(keys.verify(&g.key, Some("https://www.shop.io")).is_ok());
+        assert!(keys.verify(&g.key, Some("http://localhost:3000")).is_ok());
+        for bad in [
+            None,
+            Some("https://shop.io"),
+            Some("https://evil.io"),
+            Some("http://www.shop.io"),
+            Some("null"),
+        ] {
+            assert_eq!(
+                keys.verify(&g.key, bad).unwrap_err(),
+                AuthError::OriginNotAllowed,
+                "{bad:?}"
+            );
+        }
+
+        let g = generate_key(KeyClass::Server).unwrap();
+        let mut c = config_for(&g, KeyClass::Server, &[]);
+        c.expires = Some("2020-01-01T00:00:00Z".into());
+        keys.add(&c).unwrap();
+        assert_eq!(
+            keys.verify(&g.key, None).unwrap_err(),
+            AuthError::ApiKeyExpired
+        );
+    }
+
+    #[test]
+    fn config_mistakes_are_refused() {
+        let g = generate_key(KeyClass::Browser).unwrap();
+        let mut keys = ApiKeys::default();
+        let mut c = config_for(&g, KeyClass::Browser, &[]);
+        assert!(keys.add(&c).unwrap_err().contains("origins"));
+        c.origins = vec!["https://a.io/path".into()];
+        assert!(keys.add(&c).is_err());
+        c.origins = vec!["https://a.io".into()];
+        c.scopes = vec!["registry:write".into()];
+        assert!(keys.add(&c).unwrap_err().contains("browser"));
+        c.scopes = vec!["events:read".into()];
+        assert!(keys.add(&c).unwrap_err().contains("unknown scope"));
+        c.scopes = vec!["events:write".into()];
+        c.hash = g.key.clone();
+        assert!(keys.add(&c).unwrap_err().contains("sha256"));
+    }
+
+    #[test]
+    fn times_parse() {
+        let t = |s| {
+            parse_time(s)
+                .unwrap()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+        };
+        assert_eq!(t("1970-01-02"), 86_400);
+        assert_eq!(t("2026-11-23T13:21:00Z"), 1_795_440_060);
+        assert_eq!(t("2026-11-23T15:21:00.250+02:00"), 1_795_440_060);
+        assert_eq!(
+            t("2000-03-01T00:00:00Z") - t("2000-02-28T00:00:00Z"),
+            2 * 86_400
+        );
+        for bad in [
+            "2026-13-01",
+            "tomorrow",
+            "2026-11-23T25:00:00Z",
+            "2026-11-23T10:00",
+        ] {
+            assert!(parse_time(bad).is_err(), "{bad}");
+        }
+    }
+}

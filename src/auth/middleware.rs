@@ -1,0 +1,26 @@
+//! The tower side: authenticate before the body is read, and put the principal in the
+//! request's extensions for the handler.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::http::App;
+use crate::telemetry;
+
+pub async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+    match app.auth.authenticate(req.headers()).await {
+        Ok(Some(principal)) => {
+            req.extensions_mut().insert(Arc::new(principal));
+            next.run(req).await
+        }
+        Ok(None) => next.run(req).await,
+        Err(e) => {
+            // Nothing in the request was accepted; counted like other whole-request refusals.
+            metrics::counter!(telemetry::EVENTS_REJECTED, "reason" => e.code()).increment(1);
+            e.into_response()
+        }
+    }
+}

@@ -1,0 +1,415 @@
+//! Authentication and authorization: who is calling (a JWT bearer token or an API key) and
+//! what they may write. The result is a [`Principal`] that the HTTP layer puts in the
+//! request's extensions; the pipeline checks each event's type against its scopes and writes
+//! its tenant into every record.
+//!
+//! Rules this module keeps: the algorithm comes from the key, never from the token; nothing
+//! named by a token (`jku`, `x5u`, an embedded `jwk`) is ever fetched or trusted; a token or
+//! key never appears in an error, a log line or a metric; API keys exist here only as hashes.
+
+mod apikey;
+pub mod cors;
+mod jwks;
+mod jwt;
+mod middleware;
+
+use std::sync::Arc;
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+pub use apikey::{generate_key, GeneratedKey};
+pub use middleware::authenticate;
+
+use crate::config::{AuthConfig, AuthMode, KeyClass};
+use crate::error::ApiError;
+use crate::event::TypePattern;
+use crate::telemetry;
+
+/// Who sent a request, and what it may do.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub tenant: String,
+    /// `sub` of a token, the name (or id) of an API key.
+    pub subject: String,
+    pub scopes: Scopes,
+    pub method: AuthMethod,
+    /// `source` for events that leave it out: `sluice://<tenant>/<subject>`.
+    pub source: String,
+}
+
+impl Principal {
+    fn new(tenant: String, subject: String, scopes: Scopes, method: AuthMethod) -> Self {
+        let source = format!(
+            "sluice://{}/{}",
+            uri_segment(&tenant),
+            uri_segment(&subject)
+        );
+        Principal {
+            tenant,
+            subject,
+            scopes,
+            method,
+            source,
+        }
+    }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn uri_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    Jwt,
+    ApiKey,
+    BrowserKey,
+}
+
+/// Parsed scopes. Unknown scope strings in tokens are ignored (tokens carry scopes for other
+/// services too); in API key config they are refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scopes {
+    pub write: Vec<TypePattern>,
+    pub registry_read: bool,
+    pub registry_write: bool,
+}
+
+impl Scopes {
+    /// `events:write:<type pattern>` (`events:write` alone means every type),
+    /// `registry:read`, `registry:write`.
+    pub fn parse<'a>(items: impl IntoIterator<Item = &'a str>) -> (Scopes, Vec<&'a str>) {
+        let mut scopes = Scopes::default();
+        let mut unknown = Vec::new();
+        for s in items {
+            match s {
+                "events:write" => scopes.write.push(TypePattern::Any),
+                "registry:read" => scopes.registry_read = true,
+                "registry:write" => scopes.registry_write = true,
+                _ => match s.strip_prefix("events:write:").map(TypePattern::parse) {
+                    Some(Ok(p)) => scopes.write.push(p),
+                    _ => unknown.push(s),
+                },
+            }
+        }
+        (scopes, unknown)
+    }
+
+    pub fn may_write(&self, ty: &str) -> bool {
+        self.write.iter().any(|p| p.matches(ty))
+    }
+}
+
+/// Why a request was not authenticated or not allowed. Codes are stable and documented; the
+/// messages never quote the credential.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no credentials: send `Authorization: Bearer <token or key>` or `X-API-Key`")]
+    MissingCredentials,
+    #[error("the credential is not a well-formed JWT or API key ({0})")]
+    Malformed(&'static str),
+    #[error("the token is {len} bytes; at most {limit} are accepted")]
+    TooLong { len: usize, limit: usize },
+    #[error("the token's algorithm `{0}` is not the algorithm of any key that could verify it")]
+    AlgorithmNotAllowed(String),
+    #[error("the token names a key (`kid`) that is not known")]
+    UnknownKey,
+    #[error("the token's signature does not verify")]
+    BadSignature,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet (`nbf`)")]
+    NotYetValid,
+    #[error("the token's issuer is not accepted")]
+    WrongIssuer,
+    #[error("the token's audience is not accepted")]
+    WrongAudience,
+    #[error("the token lacks the `{0}` claim")]
+    MissingClaim(String),
+    #[error("the token's `{0}` claim has the wrong type")]
+    InvalidClaim(String),
+    #[error("the API key is not valid")]
+    InvalidApiKey,
+    #[error("the API key has expired")]
+    ApiKeyExpired,
+    #[error("this origin may not use this key")]
+    OriginNotAllowed,
+    #[error("the credentials do not allow writing events")]
+    InsufficientScope,
+    #[error("verification keys are not loaded yet; retry shortly")]
+    KeysUnavailable,
+}
+
+impl AuthError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::MissingCredentials => "missing_credentials",
+            AuthError::Malformed(_) => "malformed_token",
+            AuthError::TooLong { .. } => "token_too_long",
+            AuthError::AlgorithmNotAllowed(_) => "algorithm_not_allowed",
+            AuthError::UnknownKey => "unknown_key",
+            AuthError::BadSignature => "bad_signature",
+            AuthError::Expired => "token_expired",
+            AuthError::NotYetValid => "token_not_yet_valid",
+            AuthError::WrongIssuer => "wrong_issuer",
+            AuthError::WrongAudience => "wrong_audience",
+            AuthError::MissingClaim(_) => "missing_claim",
+            AuthError::InvalidClaim(_) => "invalid_claim",
+            AuthError::InvalidApiKey => "invalid_api_key",
+            AuthError::ApiKeyExpired => "api_key_expired",
+            AuthError::OriginNotAllowed => "origin_not_allowed",
+            AuthError::InsufficientScope => "insufficient_scope",
+            AuthError::KeysUnavailable => "auth_keys_unavailable",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AuthError::OriginNotAllowed | AuthError::InsufficientScope => StatusCode::FORBIDDEN,
+            AuthError::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::UNAUTHORIZED,
+        }
+    }
+}
+
+impl IntoResponse for AuthError {
+    fn into_response(self) -> Response {
+        metrics::counter!(telemetry::AUTH_FAILURES, "reason" => self.code()).increment(1);
+        let status = self.status();
+        let code = self.code();
+        let mut err = ApiError::new(status, code, self.to_string());
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            err.retry_after = Some(1);
+        }
+        let mut resp = err.into_response();
+        // RFC 6750 §3: the challenge, with the error class; the code is in the body.
+        let challenge = match status {
+            StatusCode::UNAUTHORIZED if self == AuthError::MissingCredentials => {
+                r#"Bearer realm="sluice""#.to_string()
+            }
+            StatusCode::UNAUTHORIZED => {
+                format!(
+                    r#"Bearer realm="sluice", error="invalid_token", error_description="{code}""#
+                )
+            }
+            StatusCode::FORBIDDEN => {
+                format!(
+                    r#"Bearer realm="sluice", error="insufficient_scope", error_description="{code}""#
+                )
+            }
+            _ => return resp,
+        };
+        if let Ok(v) = HeaderValue::from_str(&challenge) {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        resp
+    }
+}
+
+/// Checks credentials. Cheap to share: key sets are swapped whole when JWKS refreshes.
+pub struct Authenticator {
+    mode: AuthMode,
+    max_token_bytes: usize,
+    jwt: Option<jwt::JwtVerifier>,
+    api_keys: apikey::ApiKeys,
+}
+
+impl Authenticator {
+    /// Builds key sets from config (reading key files) and starts nothing.
+    pub fn from_config(config: &AuthConfig) -> Result<Authenticator, (String, String)> {
+        let jwt = if config.keys.is_empty() && config.jwks_urls.is_empty() {
+            None
+        } else {
+            Some(jwt::JwtVerifier::from_config(config)?)
+        };
+        Ok(Authenticator {
+            mode: config.effective_mode(),
+            max_token_bytes: config.max_token_bytes.as_usize(),
+            jwt,
+            api_keys: apikey::ApiKeys::from_config(config)?,
+        })
+    }
+
+    /// What `sluice check-config` and start-up validation run.
+    pub fn check_config(config: &AuthConfig) -> Result<(), (String, String)> {
+        Self::from_config(config).map(|_| ())
+    }
+
+    /// Fetches every JWKS URL once (bounded by its timeout) and keeps them fresh in the
+    /// background for as long as the authenticator lives.
+    pub async fn start(self: &Arc<Self>) {
+        if self.mode == AuthMode::Disabled {
+            tracing::warn!(
+                "AUTHENTICATION IS DISABLED: anyone who reaches this port can write any event type. \
+                 Configure auth.keys, auth.jwks_urls or auth.api_keys for anything but local use."
+            );
+        }
+        if let Some(jwt) = &self.jwt {
+            jwt.start(Arc::downgrade(self)).await;
+        }
+    }
+
+    pub fn mode(&self) -> AuthMode {
+        self.mode
+    }
+
+    /// Ready once every JWKS URL has been loaded at least once: before that, tokens from
+    /// that issuer would all be refused.
+    pub fn is_ready(&self) -> bool {
+        self.jwt.as_ref().is_none_or(|j| j.is_ready())
+    }
+
+    /// Sets the key-cache gauges; called when /metrics is scraped.
+    pub fn report_metrics(&self) {
+        if let Some(jwt) = &self.jwt {
+            jwt.report_metrics();
+        }
+    }
+
+    /// `Ok(None)` when authentication is disabled.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Principal>, AuthError> {
+        if self.mode == AuthMode::Disabled {
+            return Ok(None);
+        }
+        let credential = credential(headers)?;
+        if credential.len() > self.max_token_bytes {
+            return Err(AuthError::TooLong {
+                len: credential.len(),
+                limit: self.max_token_bytes,
+            });
+        }
+        let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+        let principal = if apikey::looks_like_key(credential) {
+            self.api_keys.verify(credential, origin)?
+        } else {
+            match &self.jwt {
+                Some(jwt) => jwt.verify(credential).await?,
+                None if credential.matches('.').count() == 2 => {
+                    return Err(AuthError::UnknownKey);
+                }
+                None => return Err(AuthError::InvalidApiKey),
+            }
+        };
+        if principal.scopes.write.is_empty() {
+            return Err(AuthError::InsufficientScope);
+        }
+        Ok(Some(principal))
+    }
+
+    /// Origins the browser keys allow (CORS adds `auth.cors.allowed_origins`).
+    pub fn browser_origins(&self) -> Vec<cors::OriginPattern> {
+        self.api_keys.origins()
+    }
+}
+
+/// The credential from `Authorization: Bearer` or `X-API-Key`; never both.
+fn credential(headers: &HeaderMap) -> Result<&str, AuthError> {
+    let bearer = headers.get(header::AUTHORIZATION);
+    let api_key = headers.get("x-api-key");
+    let raw = match (bearer, api_key) {
+        (None, None) => return Err(AuthError::MissingCredentials),
+        (Some(_), Some(_)) => return Err(AuthError::Malformed("both Authorization and X-API-Key")),
+        (Some(v), None) => {
+            let v = v
+                .to_str()
+                .map_err(|_| AuthError::Malformed("non-ASCII Authorization"))?;
+            let (scheme, rest) = v.split_once(' ').ok_or(AuthError::Malformed(
+                "Authorization is not `Bearer <credential>`",
+            ))?;
+            if !scheme.eq_ignore_ascii_case("bearer") {
+                return Err(AuthError::Malformed("only the Bearer scheme is accepted"));
+            }
+            rest.trim()
+        }
+        (None, Some(v)) => v
+            .to_str()
+            .map_err(|_| AuthError::Malformed("non-ASCII X-API-Key"))?
+            .trim(),
+    };
+    if raw.is_empty() {
+        return Err(AuthError::MissingCredentials);
+    }
+    Ok(raw)
+}
+
+pub(crate) fn key_class_method(class: KeyClass) -> AuthMethod {
+    match class {
+        KeyClass::Server => AuthMethod::ApiKey,
+        KeyClass::Browser => AuthMethod::BrowserKey,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_parse_patterns_and_ignore_strangers() {
+        let (s, unknown) = Scopes::parse([
+            "events:write:checkout.*",
+            "events:write:audit.login",
+            "registry:read",
+            "openid",
+            "events:write:a*b",
+        ]);
+        assert!(s.may_write("checkout.paid"));
+        assert!(s.may_write("audit.login"));
+        assert!(!s.may_write("audit.logout"));
+        assert!(s.registry_read && !s.registry_write);
+        assert_eq!(unknown, ["openid", "events:write:a*b"]);
+        assert!(Scopes::parse(["events:write"]).0.may_write("x"));
+    }
+
+    #[test]
+    fn credentials_come_from_one_header() {
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(*k, HeaderValue::from_static(v));
+            }
+            m
+        };
+        assert_eq!(
+            credential(&h(&[("authorization", "Bearer abc")])),
+            Ok("abc")
+        );
+        assert_eq!(
+            credential(&h(&[("authorization", "bearer  abc ")])),
+            Ok("abc")
+        );
+        assert_eq!(credential(&h(&[("x-api-key", "k")])), Ok("k"));
+        assert_eq!(credential(&h(&[])), Err(AuthError::MissingCredentials));
+        assert_eq!(
+            credential(&h(&[("authorization", "Bearer ")])),
+            Err(AuthError::MissingCredentials)
+        );
+        assert!(matches!(
+            credential(&h(&[("authorization", "Basic abc")])),
+            Err(AuthError::Malformed(_))
+        ));
+        assert!(matches!(
+            credential(&h(&[("authorization", "Bearer a"), ("x-api-key", "b")])),
+            Err(AuthError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn source_is_a_uri() {
+        let p = Principal::new(
+            "acme corp".into(),
+            "user/1".into(),
+            Scopes::default(),
+            AuthMethod::Jwt,
+        );
+        assert_eq!(p.source, "sluice://acme%20corp/user%2F1");
+    }
+}

@@ -1,0 +1,607 @@
+//! Authentication and authorization against the real server: JWTs from static keys and from
+//! a JWKS served over HTTP (with rotation), the attack suite, scopes per event, API keys,
+//! browser keys and CORS.
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::Algorithm;
+use serde_json::{json, Value};
+use sluice::config::{ApiKeyConfig, Config, HumanDuration, KeyClass};
+
+use crate::support::auth::{
+    claims, fixture, now, static_key, with_jwt, JwksServer, Signer, AUDIENCE, ISSUER,
+};
+use crate::support::kafka::{brokers, consume, create_topic};
+use crate::support::{unique, Answer, TestServer, Workspace, ANY, STRICT};
+
+fn event(ty: &str, data: Value) -> Value {
+    json!({"type": ty, "data": data})
+}
+
+async fn send_as(s: &TestServer, auth: Option<&str>, body: &Value) -> Answer {
+    let ct = if body.is_array() {
+        "application/cloudevents-batch+json"
+    } else {
+        "application/cloudevents+json"
+    };
+    let mut req = s.post().header("content-type", ct).body(body.to_string());
+    if let Some(token) = auth {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    Answer::from(req.send().await.unwrap()).await
+}
+
+/// Static keys of every family, each with its own `kid`.
+fn static_keys_config(ws: &Workspace) -> Config {
+    let mut c = with_jwt(ws.config());
+    c.auth.keys = vec![
+        static_key(Algorithm::RS256, "rsa"),
+        static_key(Algorithm::PS256, "ps"),
+        static_key(Algorithm::ES256, "ec"),
+        static_key(Algorithm::ES384, "ec384"),
+        static_key(Algorithm::EdDSA, "ed"),
+        static_key(Algorithm::HS256, "hs"),
+    ];
+    c
+}
+
+#[tokio::test]
+async fn jwt_every_algorithm_family_verifies_with_its_static_key() {
+    let ws = Workspace::new();
+    let s = TestServer::start_ready(static_keys_config(&ws)).await;
+    for (alg, kid) in [
+        (Algorithm::RS256, "rsa"),
+        (Algorithm::PS256, "ps"),
+        (Algorithm::ES256, "ec"),
+        (Algorithm::ES384, "ec384"),
+        (Algorithm::EdDSA, "ed"),
+        (Algorithm::HS256, "hs"),
+    ] {
+        let token = Signer::new(alg, Some(kid)).sign(&claims("events:write:*"));
+        let a = send_as(&s, Some(&token), &event(ANY, json!({}))).await;
+        assert_eq!(a.status, 200, "{alg:?}: {}", a.body);
+    }
+    // No `kid`: the keys with the token's algorithm are tried.
+    let token = Signer::new(Algorithm::ES256, None).sign(&claims("events:write:*"));
+    assert_eq!(
+        send_as(&s, Some(&token), &event(ANY, json!({})))
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn jwt_attack_suite_each_refused_with_its_reason() {
+    let ws = Workspace::new();
+    let mut c = static_keys_config(&ws);
+    c.auth.max_token_bytes = sluice::config::ByteSize(16 * 1024);
+    let s = TestServer::start_ready(c).await;
+    let rsa = Signer::new(Algorithm::RS256, Some("rsa"));
+    let good = claims("events:write:*");
+    let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    // A server that would hand out an attacker's keys; it must never be asked.
+    let attacker = Signer::rsa2(Algorithm::RS256, "evil");
+    let attacker_jwks = JwksServer::start(vec![attacker.jwk()]).await;
+
+    let mut cases: Vec<(&str, String, &str)> = Vec::new();
+    cases.push((
+        "alg none, unsigned",
+        format!(
+            "{}.{}.",
+            b64(&json!({"alg": "none", "kid": "rsa"})),
+            b64(&good)
+        ),
+        "algorithm_not_allowed",
+    ));
+    cases.push((
+        "alg none with a signature",
+        format!("{}.{}.c2ln", b64(&json!({"alg": "none"})), b64(&good)),
+        "algorithm_not_allowed",
+    ));
+    // HS256 signed with the RSA public key's PEM bytes as the secret.
+    let confused = jsonwebtoken::encode(
+        &{
+            let mut h = jsonwebtoken::Header::new(Algorithm::HS256);
+            h.kid = Some("rsa".into());
+            h
+        },
+        &good,
+        &jsonwebtoken::EncodingKey::from_secret(&fixture("rsa1.pub.pem")),
+    )
+    .unwrap();
+    cases.push((
+        "HS256 over the RSA public key",
+        confused,
+        "algorithm_not_allowed",
+    ));
+    let confused_no_kid = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(Algorithm::HS256),
+        &good,
+        &jsonwebtoken::EncodingKey::from_secret(&fixture("rsa1.pub.pem")),
+    )
+    .unwrap();
+    cases.push((
+        "HS256 over the RSA public key, no kid",
+        confused_no_kid,
+        "bad_signature",
+    ));
+    let switched = Signer::new(Algorithm::ES256, Some("rsa")).sign(&good);
+    cases.push((
+        "ES256 header on the RSA key",
+        switched,
+        "algorithm_not_allowed",
+    ));
+    let mut c = good.clone();
+    c["exp"] = json!(now() - 3600);
+    cases.push(("expired", rsa.sign(&c), "token_expired"));
+    let mut c = good.clone();
+    c["nbf"] = json!(now() + 3600);
+    cases.push(("nbf in the future", rsa.sign(&c), "token_not_yet_valid"));
+    let mut c = good.clone();
+    c["exp"] = json!((now() + 600).to_string());
+    cases.push(("exp as a string", rsa.sign(&c), "invalid_claim"));
+    let mut c = good.clone();
+    c["exp"] = json!((now() - 3600).to_string());
+    cases.push(("expired exp as a string", rsa.sign(&c), "invalid_claim"));
+    let mut c = good.clone();
+    c["iss"] = json!("https://evil.test");
+    cases.push(("wrong iss", rsa.sign(&c), "wrong_issuer"));
+    let mut c = good.clone();
+    c["aud"] = json!("someone-else");
+    cases.push(("wrong aud", rsa.sign(&c), "wrong_audience"));
+    let mut c = good.clone();
+    c.as_object_mut().unwrap().remove("exp");
+    cases.push(("missing exp", rsa.sign(&c), "missing_claim"));
+    let mut c = good.clone();
+    c.as_object_mut().unwrap().remove("tenant");
+    cases.push(("missing tenant", rsa.sign(&c), "missing_claim"));
+    let valid = rsa.sign(&good);
+    let parts: Vec<&str> = valid.split('.').collect();
+    let mut c = good.clone();
+    c["tenant"] = json!("someone-else");
+    cases.push((
+        "tampered payload",
+        format!("{}.{}.{}", parts[0], b64(&c), parts[2]),
+        "bad_signature",
+    ));
+    cases.push((
+        "truncated signature",
+        format!(
+            "{}.{}.{}",
+            parts[0],
+            parts[1],
+            &parts[2][..parts[2].len() - 10]
+        ),
+        "bad_signature",
+    ));
+    cases.push((
+        "two segments",
+        format!("{}.{}", parts[0], parts[1]),
+        "malformed_token",
+    ));
+    cases.push((
+        "non-base64 segment",
+        format!("{}.{}!!.{}", parts[0], parts[1], parts[2]),
+        "malformed_token",
+    ));
+    cases.push((
+        "header not JSON",
+        format!(
+            "{}.{}.{}",
+            URL_SAFE_NO_PAD.encode("nope"),
+            parts[1],
+            parts[2]
+        ),
+        "malformed_token",
+    ));
+    cases.push(("a 64 KiB token", "a".repeat(64 * 1024), "token_too_long"));
+    let mut h = attacker.header();
+    h.jku = Some(attacker_jwks.url.clone());
+    cases.push((
+        "jku pointing elsewhere",
+        attacker.sign_with(&h, &good),
+        "unknown_key",
+    ));
+    let mut h = attacker.header();
+    h.x5u = Some(attacker_jwks.url.clone());
+    cases.push((
+        "x5u pointing elsewhere",
+        attacker.sign_with(&h, &good),
+        "unknown_key",
+    ));
+    // The attacker's public key embedded in the header, under our key's kid.
+    let mut h = attacker.header();
+    h.kid = Some("rsa".into());
+    h.jwk = Some(serde_json::from_value(attacker.jwk()).unwrap());
+    cases.push((
+        "embedded jwk",
+        attacker.sign_with(&h, &good),
+        "bad_signature",
+    ));
+
+    for (name, token, code) in &cases {
+        let a = send_as(&s, Some(token), &event(ANY, json!({}))).await;
+        assert_eq!(a.status, 401, "{name}: {}", a.body);
+        assert_eq!(a.code(), *code, "{name}");
+        let msg = a.body["error"]["message"].as_str().unwrap();
+        assert!(
+            token.len() < 20 || !msg.contains(&token[token.len() - 20..]),
+            "{name}: the message quotes the token"
+        );
+    }
+    assert_eq!(attacker_jwks.fetches(), 0, "jku/x5u must never be fetched");
+
+    // A 1 MB token never reaches authentication: the HTTP layer refuses headers that large
+    // (431) before reading them into a request, and the server carries on.
+    let resp = s
+        .post()
+        .header(
+            "authorization",
+            format!("Bearer {}", "a".repeat(1024 * 1024)),
+        )
+        .header("content-type", "application/cloudevents+json")
+        .body(event(ANY, json!({})).to_string())
+        .send()
+        .await;
+    if let Ok(resp) = resp {
+        assert_eq!(resp.status(), 431);
+    }
+    assert_eq!(
+        send_as(&s, Some(&valid), &event(ANY, json!({})))
+            .await
+            .status,
+        200
+    );
+
+    // Within the leeway (30 s) an expired token still passes.
+    let mut c = good.clone();
+    c["exp"] = json!(now() - 10);
+    assert_eq!(
+        send_as(&s, Some(&rsa.sign(&c)), &event(ANY, json!({})))
+            .await
+            .status,
+        200
+    );
+
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains(r#"sluice_auth_failures_total{reason="algorithm_not_allowed"}"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn missing_credentials_get_401_with_a_bearer_challenge() {
+    let ws = Workspace::new();
+    let s = TestServer::start_ready(static_keys_config(&ws)).await;
+    let resp = s
+        .post()
+        .header("content-type", "application/cloudevents+json")
+        .body(event(ANY, json!({})).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(
+        resp.headers()["www-authenticate"],
+        r#"Bearer realm="sluice""#
+    );
+    assert_eq!(Answer::from(resp).await.code(), "missing_credentials");
+
+    let expired = {
+        let mut c = claims("events:write:*");
+        c["exp"] = json!(now() - 3600);
+        Signer::new(Algorithm::HS256, Some("hs")).sign(&c)
+    };
+    let resp = s
+        .post()
+        .header("authorization", format!("Bearer {expired}"))
+        .header("content-type", "application/cloudevents+json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let challenge = resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        challenge.contains(r#"error="invalid_token""#),
+        "{challenge}"
+    );
+    assert!(challenge.contains("token_expired"), "{challenge}");
+}
+
+#[tokio::test]
+async fn jwks_key_rotation_is_picked_up_without_restart() {
+    let old = Signer::new(Algorithm::RS256, Some("k-old"));
+    let new = Signer::rsa2(Algorithm::RS256, "k-new");
+    let jwks = JwksServer::start(vec![old.jwk()]).await;
+    let ws = Workspace::new();
+    let mut c = with_jwt(ws.config());
+    c.auth.jwks_urls = vec![jwks.url.clone()];
+    let s = TestServer::start_ready(c).await;
+    let body = event(ANY, json!({}));
+    let good = claims("events:write:*");
+
+    assert_eq!(send_as(&s, Some(&old.sign(&good)), &body).await.status, 200);
+    let a = send_as(&s, Some(&new.sign(&good)), &body).await;
+    assert_eq!((a.status, a.code()), (401, "unknown_key"));
+
+    // The issuer rotates: the new key is published, the old one withdrawn.
+    jwks.set_keys(vec![new.jwk()]);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let a = send_as(&s, Some(&new.sign(&good)), &body).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let a = send_as(&s, Some(&old.sign(&good)), &body).await;
+    assert_eq!((a.status, a.code()), (401, "unknown_key"));
+    assert!(s.metrics().await.contains("sluice_jwks_fetches_total"));
+}
+
+#[tokio::test]
+async fn jwks_flood_of_unknown_kids_fetches_at_most_once_per_interval() {
+    let known = Signer::new(Algorithm::ES256, Some("known"));
+    let jwks = JwksServer::start(vec![known.jwk()]).await;
+    let ws = Workspace::new();
+    let mut c = with_jwt(ws.config());
+    c.auth.jwks_urls = vec![jwks.url.clone()];
+    c.auth.jwks_min_refetch_interval = HumanDuration(Duration::from_secs(60));
+    let s = TestServer::start_ready(c).await;
+    assert_eq!(jwks.fetches(), 1, "fetched once at start");
+
+    let body = event(ANY, json!({}));
+    let mut sends = Vec::new();
+    for i in 0..200 {
+        let token = Signer::new(Algorithm::ES256, Some(&format!("made-up-{i}")))
+            .sign(&claims("events:write:*"));
+        let (s, body) = (&s, &body);
+        sends.push(async move { send_as(s, Some(&token), body).await });
+    }
+    for a in futures_util::future::join_all(sends).await {
+        assert_eq!((a.status, a.code()), (401, "unknown_key"));
+    }
+    // The start-up fetch was less than the interval ago: no refetch may happen at all.
+    assert_eq!(
+        jwks.fetches(),
+        1,
+        "a flood of unknown kids must not hammer the IdP"
+    );
+    let token = known.sign(&claims("events:write:*"));
+    assert_eq!(send_as(&s, Some(&token), &body).await.status, 200);
+}
+
+#[tokio::test]
+async fn scopes_are_enforced_per_event_inside_one_batch() {
+    let ws = Workspace::new();
+    let s = TestServer::start_ready(static_keys_config(&ws)).await;
+    let hs = Signer::new(Algorithm::HS256, Some("hs"));
+    let only_any = hs.sign(&claims(&format!("openid events:write:{ANY}")));
+    let batch = json!([
+        event(ANY, json!({"x": 1})),
+        event(STRICT, json!({"n": 1})),
+        event(ANY, json!({"x": 2})),
+    ]);
+    let a = send_as(&s, Some(&only_any), &batch).await;
+    assert_eq!(a.status, 207, "{}", a.body);
+    assert_eq!(a.result(0)["status"], 200);
+    assert_eq!(a.result(1)["status"], 403);
+    assert_eq!(a.result(1)["error"]["code"], "type_not_allowed");
+    assert_eq!(a.result(1)["error"]["pointer"], "/type");
+    assert_eq!(a.result(2)["status"], 200);
+
+    let a = send_as(
+        &s,
+        Some(&only_any),
+        &json!([event(STRICT, json!({"n": 1}))]),
+    )
+    .await;
+    assert_eq!(
+        (a.status, a.body["rejected"].as_u64()),
+        (403, Some(1)),
+        "{}",
+        a.body
+    );
+
+    // `scp` as an array works the same; scopes for other services are ignored.
+    let mut c = claims("");
+    c.as_object_mut().unwrap().remove("scope");
+    c["scp"] = json!(["registry:read", "events:write:test.*"]);
+    let a = send_as(&s, Some(&hs.sign(&c)), &batch).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+
+    // No write scope at all: refused before the body is read.
+    let a = send_as(&s, Some(&hs.sign(&claims("registry:read"))), &batch).await;
+    assert_eq!((a.status, a.code()), (403, "insufficient_scope"));
+}
+
+#[tokio::test]
+async fn kafka_tenant_header_and_tenant_route_land_in_the_real_broker() {
+    let brokers = brokers();
+    let ws = Workspace::new();
+    let ty = unique("it.auth.");
+    ws.schema(&ty, 1, json!({}));
+    let topic = format!("t.acme.{ty}");
+    create_topic(&brokers, &topic, 1).await;
+    let mut c = with_jwt(ws.kafka_config(&brokers));
+    c.auth.keys = vec![static_key(Algorithm::ES256, "ec")];
+    c.routes.default_topic = "t.{tenant}.{type}".into();
+    let s = TestServer::start_ready(c).await;
+
+    let token = Signer::new(Algorithm::ES256, Some("ec")).sign(&claims("events:write:it.auth.*"));
+    let a = send_as(
+        &s,
+        Some(&token),
+        &json!([{"type": ty, "id": "a1", "data": {"k": 1}}, {"type": ty, "id": "a2", "source": "/mine", "data": {}}]),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let records = consume(&brokers, &topic, 2, Duration::from_secs(30)).await;
+    assert_eq!(records.len(), 2);
+    for r in &records {
+        assert_eq!(r.headers["sluice_tenant"], "acme");
+    }
+    let by_id = |id: &str| records.iter().find(|r| r.id() == id).unwrap();
+    assert_eq!(by_id("a1").headers["ce_source"], "sluice://acme/user-1");
+    assert_eq!(
+        by_id("a2").headers["ce_source"],
+        "/mine",
+        "a source the client sent is kept"
+    );
+}
+
+fn api_key_entry(class: KeyClass, scopes: &[&str], origins: &[&str]) -> (String, ApiKeyConfig) {
+    let g = sluice::auth::generate_key(class).unwrap();
+    let entry = ApiKeyConfig {
+        id: g.id,
+        hash: g.hash,
+        tenant: "globex".into(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        class,
+        origins: origins.iter().map(|s| s.to_string()).collect(),
+        expires: None,
+        name: Some("it".into()),
+    };
+    (g.key, entry)
+}
+
+#[tokio::test]
+async fn api_keys_work_in_either_header_and_wrong_ones_are_refused() {
+    let ws = Workspace::new();
+    let (key, entry) = api_key_entry(KeyClass::Server, &["events:write:test.*"], &[]);
+    let mut c = ws.config();
+    c.auth.api_keys = vec![entry];
+    let s = TestServer::start_ready(c).await;
+    let body = event(ANY, json!({}));
+
+    assert_eq!(send_as(&s, Some(&key), &body).await.status, 200);
+    let resp = s
+        .post()
+        .header("x-api-key", &key)
+        .header("content-type", "application/cloudevents+json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    let mut wrong = key.clone();
+    wrong.replace_range(key.len() - 4.., "AAAA");
+    let a = send_as(&s, Some(&wrong), &body).await;
+    assert_eq!((a.status, a.code()), (401, "invalid_api_key"));
+    let a = send_as(&s, Some("sk_0000000000000000_nope"), &body).await;
+    assert_eq!((a.status, a.code()), (401, "invalid_api_key"));
+    // A JWT when only API keys are configured.
+    let jwt = Signer::new(Algorithm::HS256, Some("hs")).sign(&claims("events:write:*"));
+    assert_eq!(send_as(&s, Some(&jwt), &body).await.status, 401);
+
+    let secret = &key[20..];
+    let metrics = s.metrics().await;
+    assert!(!metrics.contains(secret), "the key must not reach /metrics");
+}
+
+#[tokio::test]
+async fn browser_keys_cors_preflight_and_origin_checks() {
+    let ws = Workspace::new();
+    let (key, entry) = api_key_entry(
+        KeyClass::Browser,
+        &["events:write:test.*"],
+        &["https://shop.example"],
+    );
+    let mut c = ws.config();
+    c.auth.api_keys = vec![entry];
+    c.auth.cors.max_age = HumanDuration(Duration::from_secs(900));
+    let s = TestServer::start_ready(c).await;
+    let preflight = |origin: &str| {
+        s.client
+            .request(reqwest::Method::OPTIONS, format!("{}/v1/events", s.url))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type, x-api-key")
+            .send()
+    };
+
+    let resp = preflight("https://shop.example").await.unwrap();
+    assert_eq!(resp.status(), 204);
+    let h = resp.headers();
+    assert_eq!(h["access-control-allow-origin"], "https://shop.example");
+    assert_eq!(h["access-control-allow-methods"], "POST");
+    let allowed = h["access-control-allow-headers"].to_str().unwrap();
+    assert!(
+        allowed.contains("x-api-key") && allowed.contains("content-type"),
+        "{allowed}"
+    );
+    assert_eq!(h["access-control-max-age"], "900");
+    assert_eq!(h["vary"], "origin");
+
+    let resp = preflight("https://evil.example").await.unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(resp.headers().get("access-control-allow-origin").is_none());
+    assert_eq!(Answer::from(resp).await.code(), "origin_not_allowed");
+
+    let post = |origin: Option<&str>| {
+        let mut r = s
+            .post()
+            .header("x-api-key", &key)
+            .header("content-type", "application/cloudevents+json")
+            .body(event(ANY, json!({})).to_string());
+        if let Some(o) = origin {
+            r = r.header("origin", o);
+        }
+        r.send()
+    };
+    let resp = post(Some("https://shop.example")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    assert!(resp.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .contains("retry-after"));
+    for origin in [Some("https://evil.example"), None] {
+        let a = Answer::from(post(origin).await.unwrap()).await;
+        assert_eq!(
+            (a.status, a.code()),
+            (403, "origin_not_allowed"),
+            "{origin:?}"
+        );
+    }
+    // Errors for an allowed origin stay readable by the page.
+    let resp = s
+        .post()
+        .header("origin", "https://shop.example")
+        .header("content-type", "application/cloudevents+json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(
+        resp.headers()["access-control-allow-origin"],
+        "https://shop.example"
+    );
+}
+
+#[tokio::test]
+async fn issuer_and_audience_lists_accept_any_listed_value() {
+    let ws = Workspace::new();
+    let mut c = static_keys_config(&ws);
+    c.auth.issuer = vec![ISSUER.into(), "https://other-idp.test".into()];
+    c.auth.audience = vec!["x".into(), AUDIENCE.into()];
+    let s = TestServer::start_ready(c).await;
+    let hs = Signer::new(Algorithm::HS256, Some("hs"));
+    let mut c = claims("events:write:*");
+    c["iss"] = json!("https://other-idp.test");
+    c["aud"] = json!(["unrelated", AUDIENCE]);
+    assert_eq!(
+        send_as(&s, Some(&hs.sign(&c)), &event(ANY, json!({})))
+            .await
+            .status,
+        200
+    );
+}
