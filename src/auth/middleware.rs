@@ -18,6 +18,8 @@ pub async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: N
         }
         Ok(None) => next.run(req).await,
         Err(e) => {
+            // The reason, never the credential.
+            tracing::debug!(reason = e.code(), "request refused by authentication");
             // Nothing in the request was accepted; counted like other whole-request refusals.
             metrics::counter!(telemetry::EVENTS_REJECTED, "reason" => e.code()).increment(1);
             e.into_response()

@@ -605,3 +605,49 @@ async fn issuer_and_audience_lists_accept_any_listed_value() {
         200
     );
 }
+
+#[tokio::test]
+async fn jwks_unreachable_at_start_means_not_ready_until_it_loads() {
+    let signer = Signer::new(Algorithm::RS256, Some("k1"));
+    let jwks = JwksServer::start(vec![signer.jwk()]).await;
+    jwks.set_down(true);
+    let ws = Workspace::new();
+    let mut c = with_jwt(ws.config());
+    c.auth.jwks_urls = vec![jwks.url.clone()];
+    let s = TestServer::start(c).await;
+    assert_eq!(s.readyz().await, 503);
+    let ready = s.get("/readyz").await;
+    assert_eq!(ready.body["checks"]["auth"]["keys_loaded"], false);
+    let token = signer.sign(&claims("events:write:*"));
+    let a = send_as(&s, Some(&token), &event(ANY, json!({}))).await;
+    assert_eq!((a.status, a.code()), (503, "auth_keys_unavailable"));
+    assert!(a.retry_after.is_some());
+
+    // The background retry (1 s, then doubling) picks the keys up once the IdP is back.
+    jwks.set_down(false);
+    s.wait_ready(true, Duration::from_secs(10)).await;
+    assert_eq!(
+        send_as(&s, Some(&token), &event(ANY, json!({})))
+            .await
+            .status,
+        200
+    );
+
+    // Later outages keep the keys already loaded.
+    jwks.set_down(true);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let unknown = Signer::new(Algorithm::RS256, Some("k2")).sign(&claims("events:write:*"));
+    assert_eq!(
+        send_as(&s, Some(&unknown), &event(ANY, json!({})))
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        send_as(&s, Some(&token), &event(ANY, json!({})))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(s.readyz().await, 200);
+}

@@ -17,6 +17,11 @@ struct Proc {
 
 impl Proc {
     fn spawn(dir: &std::path::Path, env: &[(&str, String)]) -> Proc {
+        Self::spawn_logging(dir, env, Stdio::inherit())
+    }
+
+    /// With stderr (the logs) sent to `stderr`.
+    fn spawn_logging(dir: &std::path::Path, env: &[(&str, String)], stderr: Stdio) -> Proc {
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
         cmd.arg("serve")
@@ -25,7 +30,7 @@ impl Proc {
             .env("SLUICE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -287,4 +292,132 @@ fn help_documents_the_commands() {
     for word in ["serve", "check-config", "SLUICE_"] {
         assert!(text.contains(word), "--help lacks {word}: {text}");
     }
+}
+
+#[tokio::test]
+async fn generated_api_key_works_and_its_plaintext_is_nowhere() {
+    let ws = Workspace::new();
+    let (ok, out) = run_to_end(
+        ws.path(),
+        &[
+            "keys",
+            "generate",
+            "--tenant",
+            "acme",
+            "--scope",
+            "events:write:test.*",
+            "--name",
+            "billing",
+        ],
+        &[],
+    );
+    assert!(ok, "{out}");
+    let key = out.lines().next().unwrap().trim().to_string();
+    assert!(key.starts_with("sk_"), "{out}");
+    let entry: String = out
+        .lines()
+        .skip(1)
+        .filter(|l| !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let secret = &key[20..];
+    assert!(
+        !entry.contains(secret),
+        "the config entry holds only the hash"
+    );
+    let config = ws.path().join("sluice.toml");
+    std::fs::write(&config, format!("[log]\nlevel = \"debug\"\n\n{entry}\n")).unwrap();
+
+    let log_path = ws.path().join("sluice.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let client = reqwest::Client::new();
+    let mut p = Proc::spawn_logging(
+        ws.path(),
+        &[
+            ("SLUICE_CONFIG", config.display().to_string()),
+            ("RUST_LOG", "debug".into()),
+        ],
+        Stdio::from(log),
+    );
+    p.wait_ready(&client).await;
+    let post = |k: String| {
+        client
+            .post(format!("{}/v1/events", p.url))
+            .header("x-api-key", k)
+            .header("content-type", "application/json")
+            .body(json!({"type": STRICT, "data": {"n": 1}}).to_string())
+            .send()
+    };
+    assert_eq!(post(key.clone()).await.unwrap().status(), 200);
+    let mut wrong = key.clone();
+    wrong.replace_range(key.len() - 4.., "AAAA");
+    assert_eq!(post(wrong.clone()).await.unwrap().status(), 401);
+    let metrics = client
+        .get(format!("{}/metrics", p.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    p.signal("TERM");
+    assert!(p.wait_exit(Duration::from_secs(15)).success());
+
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        logs.contains("sluice serving"),
+        "logs were captured: {logs}"
+    );
+    for (place, text) in [
+        ("config", std::fs::read_to_string(&config).unwrap()),
+        ("logs", logs),
+        ("metrics", metrics),
+    ] {
+        assert!(!text.contains(secret), "the key appears in the {place}");
+        assert!(
+            !text.contains(&wrong[20..]),
+            "a presented wrong key appears in the {place}"
+        );
+    }
+    let stored = std::fs::read_to_string(
+        ws.path()
+            .join("data")
+            .join(format!("events.{STRICT}.ndjson")),
+    )
+    .unwrap();
+    let line: serde_json::Value = serde_json::from_str(stored.lines().next().unwrap()).unwrap();
+    assert_eq!(line["headers"]["sluice_tenant"], "acme");
+    assert_eq!(line["headers"]["ce_source"], "sluice://acme/billing");
+}
+
+#[test]
+fn auth_config_mistakes_stop_start_up() {
+    let ws = Workspace::new();
+    let (ok, text) = run_to_end(
+        ws.path(),
+        &["check-config"],
+        &[("SLUICE_AUTH__MODE", "required")],
+    );
+    assert!(!ok);
+    assert!(text.contains("auth.mode"), "{text}");
+    let (ok, text) = run_to_end(
+        ws.path(),
+        &["check-config"],
+        &[("SLUICE_ROUTES__DEFAULT_TOPIC", "events.{tenant}.{type}")],
+    );
+    assert!(!ok);
+    assert!(text.contains("{tenant}") && text.contains("auth"), "{text}");
+    let (ok, text) = run_to_end(
+        ws.path(),
+        &["check-config"],
+        &[("SLUICE_AUTH__JWKS_URLS", "ftp://idp.example/jwks")],
+    );
+    assert!(!ok);
+    assert!(text.contains("auth.jwks_urls[0]"), "{text}");
+    let (ok, text) = run_to_end(
+        ws.path(),
+        &["keys", "generate", "--tenant", "t", "--class", "browser"],
+        &[],
+    );
+    assert!(!ok, "a browser key needs origins: {text}");
 }

@@ -2,7 +2,7 @@
 //! HTTP by the test itself, whose key set the test can change and whose fetches it counts.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -140,6 +140,7 @@ pub struct JwksServer {
     pub url: String,
     keys: Arc<Mutex<Vec<Value>>>,
     fetches: Arc<AtomicUsize>,
+    down: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -147,14 +148,19 @@ impl JwksServer {
     pub async fn start(keys: Vec<Value>) -> JwksServer {
         let keys = Arc::new(Mutex::new(keys));
         let fetches = Arc::new(AtomicUsize::new(0));
-        let (k, f) = (keys.clone(), fetches.clone());
+        let down = Arc::new(AtomicBool::new(false));
+        let (k, f, d) = (keys.clone(), fetches.clone(), down.clone());
         let app = axum::Router::new().route(
             "/.well-known/jwks.json",
             get(move || {
-                let (k, f) = (k.clone(), f.clone());
+                let (k, f, d) = (k.clone(), f.clone(), d.clone());
                 async move {
+                    use axum::response::IntoResponse;
                     f.fetch_add(1, Ordering::SeqCst);
-                    axum::Json(json!({"keys": *k.lock().unwrap()}))
+                    if d.load(Ordering::SeqCst) {
+                        return axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+                    }
+                    axum::Json(json!({"keys": *k.lock().unwrap()})).into_response()
                 }
             }),
         );
@@ -167,12 +173,18 @@ impl JwksServer {
             url: format!("http://{addr}/.well-known/jwks.json"),
             keys,
             fetches,
+            down,
             task,
         }
     }
 
     pub fn set_keys(&self, keys: Vec<Value>) {
         *self.keys.lock().unwrap() = keys;
+    }
+
+    /// While down, every fetch gets 503.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
     }
 
     pub fn fetches(&self) -> usize {
