@@ -278,6 +278,12 @@ pub struct AuthConfig {
     pub scope_claims: Vec<String>,
     /// Longer bearer tokens are refused before any parsing.
     pub max_token_bytes: ByteSize,
+    /// Verified tokens remembered (by SHA-256) so that a client reusing its token skips the
+    /// signature check; 0 turns the cache off.
+    pub token_cache_size: usize,
+    /// How long a verified token is trusted without a new check (never past its `exp`). It
+    /// bounds how long a key withdrawn from a JWKS keeps working for tokens already seen.
+    pub token_cache_ttl: HumanDuration,
     /// Static verification keys.
     pub keys: Vec<StaticKeyConfig>,
     /// API keys, stored as hashes (`sluice keys generate` prints an entry).
@@ -302,6 +308,8 @@ impl Default for AuthConfig {
             default_tenant: None,
             scope_claims: vec!["scope".into(), "scp".into()],
             max_token_bytes: ByteSize(16 * KIB),
+            token_cache_size: 10_000,
+            token_cache_ttl: HumanDuration::from_secs(60),
             keys: Vec::new(),
             api_keys: Vec::new(),
             api_keys_file: None,

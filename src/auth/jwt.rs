@@ -3,8 +3,10 @@
 //! algorithm switching all end before any cryptography runs. The header is parsed here for
 //! `alg` and `kid` only: `jku`, `x5u` and an embedded `jwk` are never looked at.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, Weak};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -13,6 +15,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use super::jwks::JwksSource;
 use super::{AuthError, AuthMethod, Authenticator, Principal, Scopes};
@@ -67,6 +70,46 @@ pub(super) struct JwtVerifier {
     rules: Arc<Rules>,
     static_keys: Vec<Arc<KeyEntry>>,
     sources: Vec<Arc<JwksSource>>,
+    cache: TokenCache,
+}
+
+/// Tokens whose signature and claims verified, by SHA-256 of the token. Clients reuse one
+/// token for many requests; an RS256 or ES256 check costs hundreds of microseconds with the
+/// pure-Rust crypto, a lookup about one. Only successes are kept (failures depend on time and
+/// are what a flood would send), each until the earlier of its `exp` and the cache TTL.
+struct TokenCache {
+    capacity: usize,
+    ttl: std::time::Duration,
+    map: std::sync::Mutex<HashMap<[u8; 32], (Instant, Arc<Principal>)>>,
+}
+
+impl TokenCache {
+    fn get(&self, digest: &[u8; 32]) -> Option<Arc<Principal>> {
+        if self.capacity == 0 {
+            return None;
+        }
+        let map = self.map.lock().expect("not poisoned");
+        match map.get(digest) {
+            Some((until, p)) if Instant::now() < *until => Some(p.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&self, digest: [u8; 32], until: Instant, p: Arc<Principal>) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut map = self.map.lock().expect("not poisoned");
+        if map.len() >= self.capacity {
+            let now = Instant::now();
+            map.retain(|_, (u, _)| *u > now);
+            if map.len() >= self.capacity {
+                // Still full of live tokens: start over rather than track recency.
+                map.clear();
+            }
+        }
+        map.insert(digest, (until, p));
+    }
 }
 
 #[derive(Deserialize)]
@@ -110,6 +153,11 @@ impl JwtVerifier {
             rules,
             static_keys,
             sources,
+            cache: TokenCache {
+                capacity: config.token_cache_size,
+                ttl: config.token_cache_ttl.0,
+                map: std::sync::Mutex::new(HashMap::new()),
+            },
         })
     }
 
@@ -130,7 +178,25 @@ impl JwtVerifier {
         JwksSource::report_metrics(&self.sources);
     }
 
-    pub async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+    pub async fn verify(&self, token: &str) -> Result<Arc<Principal>, AuthError> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(p) = self.cache.get(&digest) {
+            return Ok(p);
+        }
+        let (principal, exp) = self.verify_uncached(token).await?;
+        let principal = Arc::new(principal);
+        let unix_now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let left = (exp + self.rules.leeway_secs).saturating_sub(unix_now);
+        let until = Instant::now() + self.cache.ttl.min(std::time::Duration::from_secs(left));
+        self.cache.put(digest, until, principal.clone());
+        Ok(principal)
+    }
+
+    /// The principal and the token's `exp`.
+    async fn verify_uncached(&self, token: &str) -> Result<(Principal, u64), AuthError> {
         let header = parse_header(token)?;
         let alg = Algorithm::from_str(&header.alg)
             .map_err(|_| AuthError::AlgorithmNotAllowed(printable(&header.alg)))?;
@@ -198,8 +264,14 @@ impl JwtVerifier {
         out
     }
 
-    fn principal(&self, claims: Claims) -> Result<Principal, AuthError> {
+    fn principal(&self, claims: Claims) -> Result<(Principal, u64), AuthError> {
         let rules = &self.rules;
+        // jsonwebtoken has checked that `exp` is a number; fractions are allowed.
+        let exp = match claims.get("exp") {
+            Some(Value::Number(n)) => n.as_u64().or_else(|| n.as_f64().map(|f| f as u64)),
+            _ => None,
+        }
+        .ok_or_else(|| AuthError::InvalidClaim("exp".into()))?;
         let tenant = match claim(&claims, &rules.tenant_claim) {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
@@ -231,7 +303,10 @@ impl JwtVerifier {
             .find_map(|c| claims.get(*c).and_then(Value::as_str))
             .unwrap_or("unknown")
             .to_string();
-        Ok(Principal::new(tenant, subject, scopes, AuthMethod::Jwt))
+        Ok((
+            Principal::new(tenant, subject, scopes, AuthMethod::Jwt),
+            exp,
+        ))
     }
 }
 

@@ -13,7 +13,7 @@ use crate::telemetry;
 pub async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
     match app.auth.authenticate(req.headers()).await {
         Ok(Some(principal)) => {
-            req.extensions_mut().insert(Arc::new(principal));
+            req.extensions_mut().insert(principal);
             next.run(req).await
         }
         Ok(None) => next.run(req).await,

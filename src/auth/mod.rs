@@ -276,7 +276,10 @@ impl Authenticator {
     }
 
     /// `Ok(None)` when authentication is disabled.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Principal>, AuthError> {
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Option<Arc<Principal>>, AuthError> {
         if self.mode == AuthMode::Disabled {
             return Ok(None);
         }
@@ -289,7 +292,7 @@ impl Authenticator {
         }
         let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
         let principal = if apikey::looks_like_key(credential) {
-            self.api_keys.verify(credential, origin)?
+            Arc::new(self.api_keys.verify(credential, origin)?)
         } else {
             match &self.jwt {
                 Some(jwt) => jwt.verify(credential).await?,
