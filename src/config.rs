@@ -273,9 +273,10 @@ pub struct AuthConfig {
     pub tenant_claim: String,
     /// Tenant for tokens without `tenant_claim`; unset: such tokens are refused.
     pub default_tenant: Option<String>,
-    /// Claims carrying scopes: a space-separated string (`scope`) or an array (`scp`).
+    /// Claim(s) carrying scopes, each a space-separated string (`scope`) or an array (`scp`).
+    /// One name or a list (the config contract names this field `scope_claim`).
     #[serde(deserialize_with = "string_or_list")]
-    pub scope_claims: Vec<String>,
+    pub scope_claim: Vec<String>,
     /// Longer bearer tokens are refused before any parsing.
     pub max_token_bytes: ByteSize,
     /// Verified tokens remembered (by SHA-256) so that a client reusing its token skips the
@@ -306,7 +307,7 @@ impl Default for AuthConfig {
             leeway: HumanDuration::from_secs(30),
             tenant_claim: "tenant".into(),
             default_tenant: None,
-            scope_claims: vec!["scope".into(), "scp".into()],
+            scope_claim: vec!["scope".into(), "scp".into()],
             max_token_bytes: ByteSize(16 * KIB),
             token_cache_size: 10_000,
             token_cache_ttl: HumanDuration::from_secs(60),
@@ -873,6 +874,50 @@ mod tests {
             ("SLUICE_KAFKA__COMPRESSION", "brotli")
         ])
         .contains("kafka.compression"));
+    }
+
+    #[test]
+    fn the_example_config_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("sluice.example.toml");
+        let c = Config::load(Some(&path), vec![]).unwrap();
+        let d = Config::default();
+        assert_eq!(c.server.listen, d.server.listen);
+        assert_eq!(c.auth.effective_mode(), AuthMode::Disabled);
+        assert_eq!(c.auth.cors.allowed_headers, d.auth.cors.allowed_headers);
+        assert_eq!(c.auth.cors.max_age.0, d.auth.cors.max_age.0);
+        assert_eq!(c.auth.token_cache_ttl.0, d.auth.token_cache_ttl.0);
+        assert_eq!(c.auth.max_token_bytes, d.auth.max_token_bytes);
+    }
+
+    #[test]
+    fn auth_lists_come_from_the_environment_and_mode_follows_key_sources() {
+        let c = Config::load(
+            None,
+            vec![
+                (
+                    "SLUICE_AUTH__JWKS_URLS".to_string(),
+                    "https://a.test/jwks, https://b.test/jwks".to_string(),
+                ),
+                ("SLUICE_AUTH__AUDIENCE".to_string(), "sluice".to_string()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.auth.jwks_urls.len(), 2);
+        assert_eq!(c.auth.audience, ["sluice"]);
+        assert_eq!(c.auth.effective_mode(), AuthMode::Required);
+        let c = Config::load(
+            None,
+            vec![
+                (
+                    "SLUICE_AUTH__JWKS_URLS".to_string(),
+                    "https://a.test/jwks".to_string(),
+                ),
+                ("SLUICE_AUTH__MODE".to_string(), "disabled".to_string()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.auth.effective_mode(), AuthMode::Disabled);
+        assert!(format!("{:?}", Secret::from("hunter2".to_string())).contains("redacted"));
     }
 
     #[test]

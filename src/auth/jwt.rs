@@ -38,7 +38,7 @@ pub(super) struct Rules {
     leeway_secs: u64,
     tenant_claim: String,
     default_tenant: Option<String>,
-    scope_claims: Vec<String>,
+    scope_claim: Vec<String>,
 }
 
 impl Rules {
@@ -127,7 +127,7 @@ impl JwtVerifier {
             leeway_secs: config.leeway.0.as_secs(),
             tenant_claim: config.tenant_claim.clone(),
             default_tenant: config.default_tenant.clone(),
-            scope_claims: config.scope_claims.clone(),
+            scope_claim: config.scope_claim.clone(),
         });
         let static_keys = config
             .keys
@@ -282,7 +282,7 @@ impl JwtVerifier {
                 .ok_or_else(|| AuthError::MissingClaim(rules.tenant_claim.clone()))?,
         };
         let mut granted: Vec<&str> = Vec::new();
-        for name in &rules.scope_claims {
+        for name in &rules.scope_claim {
             match claim(&claims, name) {
                 None | Some(Value::Null) => {}
                 Some(Value::String(s)) => granted.extend(s.split_whitespace()),
