@@ -80,8 +80,11 @@ pub(super) struct JwtVerifier {
 struct TokenCache {
     capacity: usize,
     ttl: std::time::Duration,
-    map: std::sync::Mutex<HashMap<[u8; 32], (Instant, Arc<Principal>)>>,
+    map: std::sync::Mutex<HashMap<[u8; 32], Verified>>,
 }
+
+/// Trusted until the instant.
+type Verified = (Instant, Arc<Principal>);
 
 impl TokenCache {
     fn get(&self, digest: &[u8; 32]) -> Option<Arc<Principal>> {
