@@ -8,6 +8,7 @@
 //! Today the only store is the `schemas/<subject>/<version>.json` folder; the Confluent-style
 //! registry API and its SQLite/PostgreSQL stores plug in behind the same trait.
 
+pub mod compat;
 mod dir;
 
 use std::collections::{BTreeMap, HashMap};
