@@ -10,6 +10,7 @@
 
 pub mod compat;
 mod dir;
+pub mod store;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -5,4 +5,5 @@ mod auth;
 mod ingest;
 mod kafka;
 mod process;
+mod registry_store;
 mod support;
