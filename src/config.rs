@@ -41,7 +41,7 @@ fn field_error(field: &str, message: impl Into<String>) -> ConfigError {
 
 /// The config file's sections, as named in the environment.
 const SECTIONS: &[&str] = &[
-    "server", "limits", "schemas", "sink", "file", "kafka", "routes", "auth", "log",
+    "server", "limits", "schemas", "sink", "file", "kafka", "routes", "auth", "registry", "log",
 ];
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -55,6 +55,7 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub routes: RoutesConfig,
     pub auth: AuthConfig,
+    pub registry: RegistryConfig,
     pub log: LogConfig,
 }
 
@@ -234,6 +235,39 @@ pub struct RouteRule {
     #[serde(default)]
     pub tenant: Option<String>,
     pub topic: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnConflict {
+    /// A schema file that disagrees with the registry stops start-up.
+    #[default]
+    Fail,
+    /// It is logged and skipped.
+    Warn,
+}
+
+/// The schema registry's store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// `sqlite://<path>` (relative to the working directory; the embedded default) or
+    /// `postgres://user@host/db` (shared by every replica).
+    pub url: String,
+    /// What a `schemas/` file that conflicts with the registry does at start.
+    pub on_conflict: OnConflict,
+    /// How often a replica checks the store for changes made elsewhere.
+    pub poll_interval: HumanDuration,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://data/registry.db".into(),
+            on_conflict: OnConflict::Fail,
+            poll_interval: HumanDuration(Duration::from_millis(500)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -601,6 +635,21 @@ impl Config {
             return Err(field_error(
                 "auth.mode",
                 "is `required` but no key source is set (auth.keys, auth.jwks_urls, auth.api_keys or auth.api_keys_file)",
+            ));
+        }
+        if !(self.registry.url.starts_with("sqlite://")
+            || self.registry.url.starts_with("postgres://")
+            || self.registry.url.starts_with("postgresql://"))
+        {
+            return Err(field_error(
+                "registry.url",
+                "must start with sqlite:// (e.g. sqlite://data/registry.db) or postgres://",
+            ));
+        }
+        if self.registry.poll_interval.0.is_zero() {
+            return Err(field_error(
+                "registry.poll_interval",
+                "must be greater than 0",
             ));
         }
         // Builds the key sets (reading key files) without fetching anything.

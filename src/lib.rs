@@ -37,12 +37,34 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::http::App;
 use crate::pipeline::{Pipeline, Router};
-use crate::registry::{DirStore, ValidatorCache};
+use crate::registry::{DirStore, SchemaStore, StoreSource, ValidatorCache};
 
 /// Builds the application: loads and compiles schemas, connects the sink.
 pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
     let metrics = telemetry::prometheus();
-    let validators = ValidatorCache::load(Arc::new(DirStore::new(&config.schemas.dir)))
+    let registry = registry::store::open(&config.registry.url)
+        .await
+        .with_context(|| {
+            format!(
+                "opening the schema registry (registry.url {})",
+                redact_url(&config.registry.url)
+            )
+        })?;
+    let files = DirStore::new(&config.schemas.dir)
+        .all_schemas()
+        .await
+        .context("reading schema files")?;
+    let fail = config.registry.on_conflict == config::OnConflict::Fail;
+    let boot = registry::bootstrap(&*registry, &files, fail)
+        .await
+        .context("registering schema files")?;
+    tracing::info!(
+        registered = boot.registered,
+        already = boot.already,
+        conflicts = boot.conflicts.len(),
+        "schema files checked against the registry"
+    );
+    let validators = ValidatorCache::load(Arc::new(StoreSource(registry.clone())))
         .await
         .context("loading schemas")?;
     let catalog = validators.catalog();
@@ -60,11 +82,18 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
         .map_err(|(field, msg)| anyhow::anyhow!("config field `{field}`: {msg}"))?;
     auth.start().await;
     let sink = sink::from_config(&config).await?;
+    let validators = Arc::new(validators);
+    watch_registry(
+        registry.clone(),
+        validators.clone(),
+        config.registry.poll_interval.0,
+    );
     Ok(Arc::new(App {
+        registry,
         auth,
         cors,
         pipeline: Pipeline {
-            validators: Arc::new(validators),
+            validators,
             router,
             sink,
         },
@@ -72,6 +101,57 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
         shutting_down: AtomicBool::new(false),
         config,
     }))
+}
+
+/// Reloads the validators when the registry's epoch moves (a change through any replica),
+/// for as long as the cache is in use.
+fn watch_registry(
+    store: Arc<dyn registry::store::RegistryStore>,
+    validators: Arc<ValidatorCache>,
+    every: Duration,
+) {
+    let validators = Arc::downgrade(&validators);
+    tokio::spawn(async move {
+        let mut seen = store.epoch().await.ok();
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(cache) = validators.upgrade() else {
+                break;
+            };
+            match store.epoch().await {
+                Ok(e) if Some(e) != seen => match cache.reload().await {
+                    Ok(n) => {
+                        seen = Some(e);
+                        metrics::gauge!(telemetry::SCHEMAS_LOADED).set(n as f64);
+                        tracing::info!(
+                            epoch = e,
+                            schemas = n,
+                            "registry changed: validators reloaded"
+                        );
+                    }
+                    Err(err) => {
+                        tracing::error!(error = %err, "registry changed but reloading failed; keeping the old validators")
+                    }
+                },
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "cannot read the registry epoch"),
+            }
+        }
+    });
+}
+
+/// A database URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
 }
 
 /// Runs Sluice on `listener` until `shutdown` resolves, then drains:

@@ -32,6 +32,7 @@ use crate::telemetry;
 pub struct App {
     pub config: Config,
     pub pipeline: Pipeline,
+    pub registry: Arc<dyn crate::registry::store::RegistryStore>,
     pub auth: Arc<Authenticator>,
     pub cors: Cors,
     pub metrics: PrometheusHandle,

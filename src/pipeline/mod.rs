@@ -15,7 +15,7 @@ pub use route::Router;
 
 use crate::auth::Principal;
 use crate::event::{Decoded, Event, EventError};
-use crate::registry::ValidatorCache;
+use crate::registry::{CompiledSchema, ValidatorCache};
 use crate::sink::{Record, Sink};
 use crate::telemetry;
 
@@ -89,9 +89,9 @@ impl Pipeline {
                 }
             }
             match ValidatorCache::validate(&catalog, &event) {
-                Ok(version) => {
+                Ok(schema) => {
                     record_index.push(outcomes.len());
-                    records.push(self.record(&event, version, &received, principal));
+                    records.push(self.record(&event, schema, &received, principal));
                     outcomes.push(Outcome::accepted(event.id));
                 }
                 Err(e) => outcomes.push(Outcome::rejected(Some(event.id), e)),
@@ -139,7 +139,7 @@ impl Pipeline {
     fn record(
         &self,
         ev: &Event,
-        schema_version: u32,
+        schema: &CompiledSchema,
         received: &Bytes,
         principal: Option<&Principal>,
     ) -> Record {
@@ -166,8 +166,11 @@ impl Pipeline {
         }
         headers.push((
             "sluice_schema_version",
-            Bytes::from(schema_version.to_string()),
+            Bytes::from(schema.version.to_string()),
         ));
+        if let Some(id) = schema.id {
+            headers.push(("sluice_schema_id", Bytes::from(id.to_string())));
+        }
         headers.push(("sluice_received_time", received.clone()));
         if let Some(t) = tenant {
             headers.push(("sluice_tenant", Bytes::copy_from_slice(t.as_bytes())));

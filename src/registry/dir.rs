@@ -55,6 +55,7 @@ impl DirStore {
                     version,
                     schema,
                     origin: path.display().to_string(),
+                    id: None,
                 });
             }
         }

@@ -5,12 +5,18 @@
 //! when a catalog is built and swapped in whole, so validation never takes a lock and never
 //! compiles. Remote `$ref`s are refused at compile time, never fetched (no SSRF).
 //!
-//! Today the only store is the `schemas/<subject>/<version>.json` folder; the Confluent-style
-//! registry API and its SQLite/PostgreSQL stores plug in behind the same trait.
+//! Schemas live in a [`store::RegistryStore`] (SQLite embedded, PostgreSQL shared); the
+//! `schemas/<subject>/<version>.json` folder is registered into it at start ([`bootstrap`]).
+//! The cache reloads when the store's epoch moves, reusing validators by global schema id.
 
+mod bootstrap;
 pub mod compat;
 mod dir;
+mod source;
 pub mod store;
+
+pub use bootstrap::{bootstrap, compat_check, Bootstrapped};
+pub use source::StoreSource;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -45,6 +51,8 @@ pub struct StoredSchema {
     pub schema: Value,
     /// Where it came from, for error messages (a file path, a database id).
     pub origin: String,
+    /// The registry's global id (`None` for schemas read straight from files).
+    pub id: Option<u32>,
 }
 
 /// Where schemas live. Implementations do I/O; callers compile.
@@ -57,7 +65,9 @@ pub trait SchemaStore: Send + Sync {
 pub struct CompiledSchema {
     pub subject: String,
     pub version: u32,
-    validator: jsonschema::Validator,
+    pub id: Option<u32>,
+    /// Shared by every subject version with the same global id, and across reloads.
+    validator: Arc<jsonschema::Validator>,
 }
 
 impl std::fmt::Debug for CompiledSchema {
@@ -68,19 +78,18 @@ impl std::fmt::Debug for CompiledSchema {
 
 impl CompiledSchema {
     pub fn compile(stored: &StoredSchema) -> Result<CompiledSchema, RegistryError> {
-        let validator = jsonschema::options()
-            .with_retriever(NoRemoteRefs)
-            .build(&stored.schema)
-            .map_err(|e| RegistryError::Invalid {
+        let validator =
+            compile_schema(&stored.schema).map_err(|reason| RegistryError::Invalid {
                 subject: stored.subject.clone(),
                 version: stored.version,
                 origin: stored.origin.clone(),
-                reason: e.to_string(),
+                reason,
             })?;
         Ok(CompiledSchema {
             subject: stored.subject.clone(),
             version: stored.version,
-            validator,
+            id: stored.id,
+            validator: Arc::new(validator),
         })
     }
 
@@ -94,6 +103,14 @@ impl CompiledSchema {
             EventError::new(400, "schema_violation", pointer, message)
         })
     }
+}
+
+/// Compiles a schema the way the ingest path uses it (remote `$ref`s refused).
+pub fn compile_schema(schema: &Value) -> Result<jsonschema::Validator, String> {
+    jsonschema::options()
+        .with_retriever(NoRemoteRefs)
+        .build(schema)
+        .map_err(|e| e.to_string())
 }
 
 /// Refuses every `$ref` that is not inside the schema itself.
@@ -120,9 +137,41 @@ pub struct Catalog {
 
 impl Catalog {
     pub fn compile(stored: &[StoredSchema]) -> Result<Catalog, RegistryError> {
+        Catalog::compile_reusing(stored, None)
+    }
+
+    /// Compiles, reusing the validators of `previous` for schema ids it already had: a
+    /// reload after one registration compiles one schema.
+    pub fn compile_reusing(
+        stored: &[StoredSchema],
+        previous: Option<&Catalog>,
+    ) -> Result<Catalog, RegistryError> {
+        let mut by_id: HashMap<u32, Arc<jsonschema::Validator>> = previous
+            .map(|c| {
+                c.subjects
+                    .values()
+                    .flat_map(|v| v.values())
+                    .filter_map(|s| s.id.map(|id| (id, s.validator.clone())))
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut subjects: HashMap<String, BTreeMap<u32, Arc<CompiledSchema>>> = HashMap::new();
         for s in stored {
-            let compiled = Arc::new(CompiledSchema::compile(s)?);
+            let compiled = match s.id.and_then(|id| by_id.get(&id)) {
+                Some(v) => Arc::new(CompiledSchema {
+                    subject: s.subject.clone(),
+                    version: s.version,
+                    id: s.id,
+                    validator: v.clone(),
+                }),
+                None => {
+                    let c = CompiledSchema::compile(s)?;
+                    if let Some(id) = s.id {
+                        by_id.insert(id, c.validator.clone());
+                    }
+                    Arc::new(c)
+                }
+            };
             subjects
                 .entry(s.subject.clone())
                 .or_default()
@@ -191,7 +240,8 @@ impl ValidatorCache {
 
     /// Rebuilds the catalog from the store; readers keep the old one until the swap.
     pub async fn reload(&self) -> Result<usize, RegistryError> {
-        let catalog = Catalog::compile(&self.store.all_schemas().await?)?;
+        let previous = self.catalog.load_full();
+        let catalog = Catalog::compile_reusing(&self.store.all_schemas().await?, Some(&previous))?;
         let n = catalog.len();
         self.catalog.store(Arc::new(catalog));
         Ok(n)
@@ -201,8 +251,11 @@ impl ValidatorCache {
         self.catalog.load_full()
     }
 
-    /// Resolves and validates one event, returning the schema version it passed.
-    pub fn validate(catalog: &Catalog, event: &Event) -> Result<u32, EventError> {
+    /// Resolves and validates one event, returning the schema it passed.
+    pub fn validate<'c>(
+        catalog: &'c Catalog,
+        event: &Event,
+    ) -> Result<&'c Arc<CompiledSchema>, EventError> {
         let schema = catalog.resolve(&event.ty, event.schema_version)?;
         let data = match &event.data {
             None => Value::Null,
@@ -216,7 +269,7 @@ impl ValidatorCache {
             })?,
         };
         schema.validate(&data)?;
-        Ok(schema.version)
+        Ok(schema)
     }
 }
 
@@ -231,6 +284,7 @@ mod tests {
             version,
             schema,
             origin: "test".into(),
+            id: None,
         }
     }
 

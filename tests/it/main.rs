@@ -5,5 +5,6 @@ mod auth;
 mod ingest;
 mod kafka;
 mod process;
+mod registry;
 mod registry_store;
 mod support;

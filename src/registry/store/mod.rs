@@ -123,6 +123,19 @@ pub trait RegistryStore: Send + Sync {
     async fn epoch(&self) -> Result<i64, StoreError>;
 }
 
+/// Opens the store a `registry.url` names.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn RegistryStore>, StoreError> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let path = std::path::PathBuf::from(path);
+        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+            .await
+            .map_err(|e| StoreError::Backend(e.to_string()))??;
+        Ok(std::sync::Arc::new(store))
+    } else {
+        Ok(std::sync::Arc::new(PostgresStore::open(url).await?))
+    }
+}
+
 /// JSON with object keys sorted and no whitespace: equal schemas get equal text, and the
 /// same global id.
 pub fn canonical(v: &Value) -> String {

@@ -69,6 +69,7 @@ impl Workspace {
         c.server.shutdown_grace = HumanDuration::from_secs(10);
         c.schemas.dir = self.schemas();
         c.file.dir = self.data();
+        c.registry.url = format!("sqlite://{}", self.data().join("registry.db").display());
         c
     }
 
