@@ -258,6 +258,8 @@ pub struct RegistryConfig {
     pub on_conflict: OnConflict,
     /// How often a replica checks the store for changes made elsewhere.
     pub poll_interval: HumanDuration,
+    /// Registry reads (GET, lookups, compatibility checks) without a `registry:read` scope.
+    pub open_reads: bool,
 }
 
 impl Default for RegistryConfig {
@@ -266,6 +268,7 @@ impl Default for RegistryConfig {
             url: "sqlite://data/registry.db".into(),
             on_conflict: OnConflict::Fail,
             poll_interval: HumanDuration(Duration::from_millis(500)),
+            open_reads: false,
         }
     }
 }

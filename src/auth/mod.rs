@@ -275,7 +275,8 @@ impl Authenticator {
         }
     }
 
-    /// `Ok(None)` when authentication is disabled.
+    /// `Ok(None)` when authentication is disabled. Ingest needs a write scope: a credential
+    /// without any is refused here, before the body is read.
     pub async fn authenticate(
         &self,
         headers: &HeaderMap,
@@ -283,6 +284,15 @@ impl Authenticator {
         if self.mode == AuthMode::Disabled {
             return Ok(None);
         }
+        let principal = self.authenticate_any(headers).await?;
+        if principal.scopes.write.is_empty() {
+            return Err(AuthError::InsufficientScope);
+        }
+        Ok(Some(principal))
+    }
+
+    /// Who is calling, whatever they may do (the registry API checks its own scopes).
+    pub async fn authenticate_any(&self, headers: &HeaderMap) -> Result<Arc<Principal>, AuthError> {
         let credential = credential(headers)?;
         if credential.len() > self.max_token_bytes {
             return Err(AuthError::TooLong {
@@ -291,21 +301,14 @@ impl Authenticator {
             });
         }
         let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-        let principal = if apikey::looks_like_key(credential) {
-            Arc::new(self.api_keys.verify(credential, origin)?)
-        } else {
-            match &self.jwt {
-                Some(jwt) => jwt.verify(credential).await?,
-                None if credential.matches('.').count() == 2 => {
-                    return Err(AuthError::UnknownKey);
-                }
-                None => return Err(AuthError::InvalidApiKey),
-            }
-        };
-        if principal.scopes.write.is_empty() {
-            return Err(AuthError::InsufficientScope);
+        if apikey::looks_like_key(credential) {
+            return Ok(Arc::new(self.api_keys.verify(credential, origin)?));
         }
-        Ok(Some(principal))
+        match &self.jwt {
+            Some(jwt) => jwt.verify(credential).await,
+            None if credential.matches('.').count() == 2 => Err(AuthError::UnknownKey),
+            None => Err(AuthError::InvalidApiKey),
+        }
     }
 
     /// Origins the browser keys allow (CORS adds `auth.cors.allowed_origins`).

@@ -3,6 +3,7 @@
 
 mod health;
 mod ingest;
+mod registry;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -64,14 +65,14 @@ pub fn router(app: Arc<App>, with_admin: bool) -> axum::Router {
         .layer(middleware::from_fn_with_state(app.clone(), cors::cors));
     let mut r = axum::Router::new().route("/v1/events", events);
     if with_admin {
-        r = r.merge(admin_routes());
+        r = r.merge(admin_routes()).merge(registry::routes(app.clone()));
     }
     layered(r, app)
 }
 
-/// /healthz, /readyz, /metrics on their own, for `server.admin_listen`.
+/// /healthz, /readyz, /metrics and the registry API on their own, for `server.admin_listen`.
 pub fn admin_router(app: Arc<App>) -> axum::Router {
-    layered(admin_routes(), app)
+    layered(admin_routes().merge(registry::routes(app.clone())), app)
 }
 
 fn admin_routes() -> axum::Router<Arc<App>> {

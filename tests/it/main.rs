@@ -6,5 +6,6 @@ mod ingest;
 mod kafka;
 mod process;
 mod registry;
+mod registry_api;
 mod registry_store;
 mod support;

@@ -1,0 +1,370 @@
+//! The Confluent-compatible registry API over HTTP, against SQLite and the real PostgreSQL,
+//! and its scopes when authentication is on.
+
+use jsonwebtoken::Algorithm;
+use serde_json::{json, Value};
+
+use crate::registry_store::PgSchema;
+use crate::support::auth::{claims, static_key, with_jwt, Signer};
+use crate::support::{unique, TestServer, Workspace};
+
+const SR: &str = "application/vnd.schemaregistry.v1+json";
+
+struct Call<'a> {
+    s: &'a TestServer,
+    token: Option<String>,
+}
+
+impl Call<'_> {
+    async fn req(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut r = self
+            .s
+            .client
+            .request(method, format!("{}{path}", self.s.url));
+        if let Some(t) = &self.token {
+            r = r.header("authorization", format!("Bearer {t}"));
+        }
+        if let Some(b) = body {
+            r = r.header("content-type", SR).body(b.to_string());
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.req(reqwest::Method::GET, path, None).await
+    }
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.req(reqwest::Method::POST, path, Some(body)).await
+    }
+    async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        self.req(reqwest::Method::PUT, path, Some(body)).await
+    }
+    async fn delete(&self, path: &str) -> (u16, Value) {
+        self.req(reqwest::Method::DELETE, path, None).await
+    }
+}
+
+fn schema_req(v: &Value) -> Value {
+    json!({"schema": v.to_string(), "schemaType": "JSON"})
+}
+
+fn code(body: &Value) -> u64 {
+    body["error_code"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no error_code in {body}"))
+}
+
+async fn exercise(s: &TestServer) {
+    let c = Call { s, token: None };
+    let subject = unique("it.api.");
+    let enc = subject.clone();
+    let v1 = json!({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"], "additionalProperties": false});
+    let v2 = json!({"type": "object", "properties": {"n": {"type": "integer"}, "m": {"type": "string"}}, "required": ["n"], "additionalProperties": false});
+    let breaking =
+        json!({"type": "object", "properties": {"n": {"type": "string"}}, "required": ["n"]});
+
+    let (st, b) = c
+        .post(&format!("/subjects/{enc}/versions"), schema_req(&v1))
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let id1 = b["id"].as_u64().unwrap();
+    // Identical schema, whitespace aside: same id, no new version.
+    let (st, b) = c
+        .post(
+            &format!("/subjects/{enc}/versions"),
+            json!({"schema": serde_json::to_string_pretty(&v1).unwrap(), "schemaType": "JSON"}),
+        )
+        .await;
+    assert_eq!((st, b["id"].as_u64()), (200, Some(id1)));
+    let (_, b) = c
+        .post(&format!("/subjects/{enc}/versions"), schema_req(&v2))
+        .await;
+    let id2 = b["id"].as_u64().unwrap();
+    assert_ne!(id1, id2);
+    let (st, b) = c
+        .post(&format!("/subjects/{enc}/versions"), schema_req(&breaking))
+        .await;
+    assert_eq!((st, code(&b)), (409, 40901), "{b}");
+    assert!(
+        b["message"].as_str().unwrap().contains("TYPE_NARROWED")
+            || b["message"].as_str().unwrap().contains("at #/properties/n"),
+        "{b}"
+    );
+
+    let (st, b) = c.get("/subjects").await;
+    assert!(
+        st == 200 && b.as_array().unwrap().contains(&json!(subject)),
+        "{b}"
+    );
+    assert_eq!(
+        c.get(&format!("/subjects/{enc}/versions")).await.1,
+        json!([1, 2])
+    );
+    let (_, b) = c.get(&format!("/subjects/{enc}/versions/latest")).await;
+    assert_eq!(
+        (
+            b["version"].as_u64(),
+            b["id"].as_u64(),
+            b["schemaType"].as_str()
+        ),
+        (Some(2), Some(id2), Some("JSON"))
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(b["schema"].as_str().unwrap()).unwrap(),
+        v2
+    );
+    let (st, b) = c.get(&format!("/subjects/{enc}/versions/1/schema")).await;
+    assert_eq!((st, b), (200, v1.clone()));
+    let (st, b) = c.get(&format!("/subjects/{enc}/versions/9")).await;
+    assert_eq!((st, code(&b)), (404, 40402));
+    let (st, b) = c.get(&format!("/subjects/{enc}/versions/zero")).await;
+    assert_eq!((st, code(&b)), (422, 42202));
+    let (st, b) = c.get("/subjects/no.such.subject/versions").await;
+    assert_eq!((st, code(&b)), (404, 40401));
+
+    let (st, b) = c.post(&format!("/subjects/{enc}"), schema_req(&v1)).await;
+    assert_eq!(
+        (st, b["version"].as_u64(), b["id"].as_u64()),
+        (200, Some(1), Some(id1))
+    );
+    let (st, b) = c
+        .post(
+            &format!("/subjects/{enc}"),
+            schema_req(&json!({"type": "null"})),
+        )
+        .await;
+    assert_eq!((st, code(&b)), (404, 40403));
+    let (st, b) = c.get(&format!("/schemas/ids/{id2}")).await;
+    assert_eq!((st, b["schemaType"].as_str()), (200, Some("JSON")));
+    assert_eq!(
+        serde_json::from_str::<Value>(b["schema"].as_str().unwrap()).unwrap(),
+        v2
+    );
+    assert_eq!(
+        c.get(&format!("/schemas/ids/{id2}/versions")).await.1,
+        json!([{"subject": subject, "version": 2}])
+    );
+    let (st, b) = c.get("/schemas/ids/987654").await;
+    assert_eq!((st, code(&b)), (404, 40403));
+    assert_eq!(c.get("/schemas/types").await.1, json!(["JSON"]));
+
+    // Invalid bodies.
+    let (st, b) = c
+        .post(
+            &format!("/subjects/{enc}/versions"),
+            json!({"schema": "{\"type\": 12}", "schemaType": "JSON"}),
+        )
+        .await;
+    assert_eq!((st, code(&b)), (422, 42201), "{b}");
+    let (st, b) = c
+        .post(
+            &format!("/subjects/{enc}/versions"),
+            json!({"schema": v1.to_string()}),
+        )
+        .await;
+    assert_eq!(
+        (st, code(&b)),
+        (422, 42201),
+        "a missing schemaType means AVRO to Confluent clients: {b}"
+    );
+
+    // Config and compatibility.
+    assert_eq!(
+        c.get("/config").await.1,
+        json!({"compatibilityLevel": "BACKWARD"})
+    );
+    let (st, b) = c.get(&format!("/config/{enc}")).await;
+    assert_eq!((st, code(&b)), (404, 40408));
+    assert_eq!(
+        c.get(&format!("/config/{enc}?defaultToGlobal=true"))
+            .await
+            .1,
+        json!({"compatibilityLevel": "BACKWARD"})
+    );
+    let (st, b) = c
+        .put(
+            &format!("/config/{enc}"),
+            json!({"compatibility": "nonsense"}),
+        )
+        .await;
+    assert_eq!((st, code(&b)), (422, 42203));
+    let (_, b) = c
+        .post(
+            &format!("/compatibility/subjects/{enc}/versions/latest?verbose=true"),
+            schema_req(&breaking),
+        )
+        .await;
+    assert_eq!(b["is_compatible"], false);
+    assert!(!b["messages"].as_array().unwrap().is_empty(), "{b}");
+    let (_, b) = c
+        .post(
+            &format!("/compatibility/subjects/{enc}/versions/latest"),
+            schema_req(&v2),
+        )
+        .await;
+    assert_eq!(b, json!({"is_compatible": true}));
+    let (_, b) = c
+        .post(
+            "/compatibility/subjects/brand.new/versions/latest",
+            schema_req(&v2),
+        )
+        .await;
+    assert_eq!(b["is_compatible"], true, "no versions yet: compatible");
+    assert_eq!(
+        c.put(&format!("/config/{enc}"), json!({"compatibility": "none"}))
+            .await
+            .1,
+        json!({"compatibility": "NONE"})
+    );
+    let (st, b) = c
+        .post(&format!("/subjects/{enc}/versions"), schema_req(&breaking))
+        .await;
+    assert_eq!((st, b["version"].as_u64()), (200, Some(3)), "{b}");
+    assert_eq!(
+        c.delete(&format!("/config/{enc}")).await.1,
+        json!({"compatibilityLevel": "NONE"})
+    );
+    let (st, b) = c.delete(&format!("/config/{enc}")).await;
+    assert_eq!((st, code(&b)), (404, 40401));
+
+    // Deletes: soft, then permanent.
+    let (st, b) = c
+        .delete(&format!("/subjects/{enc}/versions/3?permanent=true"))
+        .await;
+    assert_eq!((st, code(&b)), (404, 40407));
+    assert_eq!(
+        c.delete(&format!("/subjects/{enc}/versions/3")).await,
+        (200, json!(3))
+    );
+    let (st, b) = c.delete(&format!("/subjects/{enc}/versions/3")).await;
+    assert_eq!((st, code(&b)), (404, 40406));
+    assert_eq!(
+        c.delete(&format!("/subjects/{enc}/versions/3?permanent=True"))
+            .await,
+        (200, json!(3))
+    );
+    let (st, b) = c.delete(&format!("/subjects/{enc}?permanent=true")).await;
+    assert_eq!((st, code(&b)), (404, 40405));
+    assert_eq!(
+        c.delete(&format!("/subjects/{enc}")).await,
+        (200, json!([1, 2]))
+    );
+    let (st, b) = c.delete(&format!("/subjects/{enc}")).await;
+    assert_eq!((st, code(&b)), (404, 40404));
+    assert!(c
+        .get("/subjects?deleted=true")
+        .await
+        .1
+        .as_array()
+        .unwrap()
+        .contains(&json!(subject)));
+    assert!(!c
+        .get("/subjects")
+        .await
+        .1
+        .as_array()
+        .unwrap()
+        .contains(&json!(subject)));
+    assert_eq!(
+        c.delete(&format!("/subjects/{enc}?permanent=true")).await,
+        (200, json!([1, 2]))
+    );
+    let (st, b) = c.get(&format!("/subjects/{enc}/versions")).await;
+    assert_eq!((st, code(&b)), (404, 40401));
+}
+
+#[tokio::test]
+async fn registry_api_on_sqlite() {
+    let ws = Workspace::new();
+    let s = TestServer::start_ready(ws.config()).await;
+    exercise(&s).await;
+}
+
+#[tokio::test]
+async fn registry_api_on_postgres() {
+    let pg = PgSchema::new().await;
+    let ws = Workspace::new();
+    let mut c = ws.config();
+    c.registry.url = pg.url.clone();
+    let s = TestServer::start_ready(c).await;
+    exercise(&s).await;
+}
+
+#[tokio::test]
+async fn registry_api_registration_is_enforced_by_ingest_at_once() {
+    let ws = Workspace::new();
+    let s = TestServer::start_ready(ws.config()).await;
+    let c = Call { s: &s, token: None };
+    let ty = unique("it.api.ingest.");
+    let ev = json!({"type": ty, "data": {"k": "v"}});
+    assert_eq!(
+        s.send_json(&ev).await.status,
+        400,
+        "unknown type before registration"
+    );
+    let (st, b) = c
+        .post(
+            &format!("/subjects/{ty}/versions"),
+            schema_req(&json!({"type": "object", "properties": {"k": {"type": "string"}}})),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(
+        s.send_json(&ev).await.status,
+        200,
+        "the registering replica reloads before answering"
+    );
+}
+
+#[tokio::test]
+async fn registry_api_needs_registry_scopes_when_auth_is_on() {
+    let ws = Workspace::new();
+    let mut cfg = with_jwt(ws.config());
+    cfg.auth.keys = vec![static_key(Algorithm::HS256, "hs")];
+    let s = TestServer::start_ready(cfg).await;
+    let hs = Signer::new(Algorithm::HS256, Some("hs"));
+    let subject = unique("it.api.auth.");
+    let body = schema_req(&json!({"type": "object"}));
+
+    let anon = Call { s: &s, token: None };
+    let (st, b) = anon.get("/subjects").await;
+    assert_eq!((st, code(&b)), (401, 40101), "{b}");
+    let writer_of_events = Call {
+        s: &s,
+        token: Some(hs.sign(&claims("events:write:*"))),
+    };
+    let (st, b) = writer_of_events
+        .post(&format!("/subjects/{subject}/versions"), body.clone())
+        .await;
+    assert_eq!((st, code(&b)), (403, 40301));
+    let reader = Call {
+        s: &s,
+        token: Some(hs.sign(&claims("registry:read"))),
+    };
+    assert_eq!(reader.get("/subjects").await.0, 200);
+    let (st, _) = reader
+        .post(&format!("/subjects/{subject}/versions"), body.clone())
+        .await;
+    assert_eq!(st, 403, "reading is not writing");
+    let writer = Call {
+        s: &s,
+        token: Some(hs.sign(&claims("registry:write"))),
+    };
+    assert_eq!(
+        writer
+            .post(&format!("/subjects/{subject}/versions"), body.clone())
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        reader.post(&format!("/subjects/{subject}"), body).await.0,
+        200,
+        "a lookup is a read"
+    );
+}
