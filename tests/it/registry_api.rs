@@ -368,3 +368,30 @@ async fn registry_api_needs_registry_scopes_when_auth_is_on() {
         "a lookup is a read"
     );
 }
+
+#[tokio::test]
+async fn registry_api_confluent_python_client_works_against_sluice() {
+    let python = std::env::var("SLUICE_TEST_PYTHON").expect(
+        "SLUICE_TEST_PYTHON names a python with confluent-kafka installed: run the tests through scripts/test",
+    );
+    let ws = Workspace::new();
+    let s = TestServer::start_ready(ws.config()).await;
+    let script = format!("{}/tests/it/python/confluent_client.py", env!("CARGO_MANIFEST_DIR"));
+    let subject = unique("it.confluent.");
+    let url = s.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .args([script.as_str(), url.as_str(), subject.as_str()])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "Confluent's client failed against Sluice:\n{text}");
+    assert!(text.contains("confluent client: ok"), "{text}");
+}
