@@ -211,6 +211,9 @@ pub struct RoutesConfig {
     /// Topic for events no rule matches; `{type}` is the event type with characters outside
     /// Kafka's topic alphabet replaced by `_`.
     pub default_topic: String,
+    /// Confluent wire format (magic byte 0 + 4-byte schema id before the JSON) for events no
+    /// rule matches.
+    pub confluent_wire_format: bool,
     /// First match wins.
     pub rules: Vec<RouteRule>,
 }
@@ -219,6 +222,7 @@ impl Default for RoutesConfig {
     fn default() -> Self {
         Self {
             default_topic: "events.{type}".into(),
+            confluent_wire_format: false,
             rules: Vec::new(),
         }
     }
@@ -235,6 +239,9 @@ pub struct RouteRule {
     #[serde(default)]
     pub tenant: Option<String>,
     pub topic: String,
+    /// Frame values in Confluent's wire format so Confluent deserializers read them.
+    #[serde(default)]
+    pub confluent_wire_format: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -628,6 +635,14 @@ impl Config {
         }
         let router = crate::pipeline::Router::from_config(&self.routes)
             .map_err(|(field, message)| field_error(&field, message))?;
+        let framed = self.routes.confluent_wire_format
+            || self.routes.rules.iter().any(|r| r.confluent_wire_format);
+        if framed && self.sink.kind == SinkKind::File {
+            return Err(field_error(
+                "routes.confluent_wire_format",
+                "frames values in binary, which the file sink (NDJSON) cannot hold; use it with kafka",
+            ));
+        }
         if router.uses_tenant() && self.auth.effective_mode() == AuthMode::Disabled {
             return Err(field_error(
                 "routes",

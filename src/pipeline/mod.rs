@@ -180,13 +180,25 @@ impl Pipeline {
             .iter()
             .map(|(k, v)| (format!("ce_{k}"), Bytes::copy_from_slice(v.as_bytes())))
             .collect();
+        let route = self.router.route(&ev.ty, tenant);
+        let data = ev
+            .data
+            .clone()
+            .unwrap_or_else(|| Bytes::from_static(b"null"));
+        let value = match (route.confluent_wire_format, schema.id) {
+            (true, Some(id)) => {
+                let mut framed = Vec::with_capacity(5 + data.len());
+                framed.push(0u8);
+                framed.extend_from_slice(&id.to_be_bytes());
+                framed.extend_from_slice(&data);
+                Bytes::from(framed)
+            }
+            _ => data,
+        };
         Record {
-            topic: self.router.topic_for(&ev.ty, tenant),
+            topic: route.topic,
             key: Bytes::copy_from_slice(ev.partition_key().as_bytes()),
-            value: ev
-                .data
-                .clone()
-                .unwrap_or_else(|| Bytes::from_static(b"null")),
+            value,
             headers,
             extension_headers,
         }

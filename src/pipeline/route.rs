@@ -100,6 +100,16 @@ fn legal_topic_byte(b: u8) -> bool {
 pub struct Router {
     rules: Vec<Rule>,
     default: TopicTemplate,
+    default_confluent: bool,
+}
+
+/// Where one event goes and how its value is framed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub topic: String,
+    /// Prefix the value with Confluent's wire format (magic byte 0, 4-byte schema id), so
+    /// Confluent deserializers read it.
+    pub confluent_wire_format: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +118,7 @@ struct Rule {
     /// `None`: any tenant, including none.
     tenants: Option<TypePattern>,
     topic: TopicTemplate,
+    confluent: bool,
 }
 
 impl Router {
@@ -134,26 +145,40 @@ impl Router {
                     types,
                     tenants,
                     topic,
+                    confluent: r.confluent_wire_format,
                 })
             })
             .collect::<Result<_, (String, String)>>()?;
-        Ok(Router { rules, default })
+        Ok(Router {
+            rules,
+            default,
+            default_confluent: config.confluent_wire_format,
+        })
     }
 
     pub fn topic_for(&self, ty: &str, tenant: Option<&str>) -> String {
-        self.rules
-            .iter()
-            .find(|r| {
-                r.types.matches(ty)
-                    && match (&r.tenants, tenant) {
-                        (None, _) => true,
-                        (Some(p), Some(t)) => p.matches(t),
-                        (Some(_), None) => false,
-                    }
-            })
-            .map(|r| &r.topic)
-            .unwrap_or(&self.default)
-            .render(ty, tenant)
+        self.route(ty, tenant).topic
+    }
+
+    pub fn route(&self, ty: &str, tenant: Option<&str>) -> Route {
+        let rule = self.rules.iter().find(|r| {
+            r.types.matches(ty)
+                && match (&r.tenants, tenant) {
+                    (None, _) => true,
+                    (Some(p), Some(t)) => p.matches(t),
+                    (Some(_), None) => false,
+                }
+        });
+        match rule {
+            Some(r) => Route {
+                topic: r.topic.render(ty, tenant),
+                confluent_wire_format: r.confluent,
+            },
+            None => Route {
+                topic: self.default.render(ty, tenant),
+                confluent_wire_format: self.default_confluent,
+            },
+        }
     }
 
     /// Whether any topic depends on the tenant, which only authenticated requests have.
@@ -171,26 +196,32 @@ mod tests {
     fn first_matching_rule_wins_and_types_are_sanitised() {
         let r = Router::from_config(&RoutesConfig {
             default_topic: "events.{type}".into(),
+            confluent_wire_format: false,
             rules: vec![
                 RouteRule {
                     type_pattern: "checkout.*".into(),
                     tenant: Some("acme".into()),
                     topic: "acme-checkout".into(),
+                    confluent_wire_format: true,
                 },
                 RouteRule {
                     type_pattern: "checkout.*".into(),
                     tenant: None,
                     topic: "checkout.{tenant}".into(),
+                    confluent_wire_format: false,
                 },
                 RouteRule {
                     type_pattern: "audit.login".into(),
                     tenant: None,
                     topic: "audit-{type}".into(),
+                    confluent_wire_format: false,
                 },
             ],
         })
         .unwrap();
         assert!(r.uses_tenant());
+        assert!(r.route("checkout.paid", Some("acme")).confluent_wire_format);
+        assert!(!r.route("checkout.paid", Some("x")).confluent_wire_format);
         assert_eq!(r.topic_for("checkout.paid", Some("acme")), "acme-checkout");
         assert_eq!(
             r.topic_for("checkout.paid", Some("glo/bex")),
@@ -207,10 +238,12 @@ mod tests {
         let bad = |default: &str, rule_topic: &str| {
             Router::from_config(&RoutesConfig {
                 default_topic: default.into(),
+                confluent_wire_format: false,
                 rules: vec![RouteRule {
                     type_pattern: "a".into(),
                     tenant: None,
                     topic: rule_topic.into(),
+                    confluent_wire_format: false,
                 }],
             })
             .unwrap_err()

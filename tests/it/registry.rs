@@ -119,3 +119,35 @@ async fn registry_postgres_change_through_one_replica_is_enforced_by_another_wit
     assert!(took < Duration::from_secs(1), "replica B took {took:?}");
     assert_eq!(a.send_json(&only_v2).await.status, 200);
 }
+
+#[tokio::test]
+async fn kafka_route_with_confluent_wire_format_frames_values_with_the_schema_id() {
+    use crate::support::kafka::{brokers, consume, create_topic};
+    let brokers = brokers();
+    let ws = Workspace::new();
+    let ty = unique("it.wire.");
+    ws.schema(&ty, 1, json!({"type": "object"}));
+    let topic = format!("events.{ty}");
+    create_topic(&brokers, &topic, 1).await;
+    let mut c = ws.kafka_config(&brokers);
+    c.routes.rules = vec![sluice::config::RouteRule {
+        type_pattern: ty.clone(),
+        tenant: None,
+        topic: "events.{type}".into(),
+        confluent_wire_format: true,
+    }];
+    let s = TestServer::start_ready(c).await;
+    let a = s
+        .send_json(&json!({"type": ty, "id": "w1", "data": {"k": 1}}))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let records = consume(&brokers, &topic, 1, Duration::from_secs(30)).await;
+    let id: u32 = records[0].headers["sluice_schema_id"].parse().unwrap();
+    let raw = &records[0].raw_value;
+    assert_eq!(raw[0], 0, "magic byte");
+    assert_eq!(u32::from_be_bytes(raw[1..5].try_into().unwrap()), id);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&raw[5..]).unwrap(),
+        json!({"k": 1})
+    );
+}

@@ -376,7 +376,10 @@ async fn registry_api_confluent_python_client_works_against_sluice() {
     );
     let ws = Workspace::new();
     let s = TestServer::start_ready(ws.config()).await;
-    let script = format!("{}/tests/it/python/confluent_client.py", env!("CARGO_MANIFEST_DIR"));
+    let script = format!(
+        "{}/tests/it/python/confluent_client.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let subject = unique("it.confluent.");
     let url = s.url.clone();
     let out = tokio::task::spawn_blocking(move || {
@@ -392,6 +395,9 @@ async fn registry_api_confluent_python_client_works_against_sluice() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "Confluent's client failed against Sluice:\n{text}");
+    assert!(
+        out.status.success(),
+        "Confluent's client failed against Sluice:\n{text}"
+    );
     assert!(text.contains("confluent client: ok"), "{text}");
 }

@@ -44,7 +44,9 @@ pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
 pub struct Consumed {
     pub partition: i32,
     pub key: String,
+    /// The value as JSON (`Null` when it is not JSON, e.g. in Confluent's wire format).
     pub value: serde_json::Value,
+    pub raw_value: Vec<u8>,
     pub headers: HashMap<String, String>,
 }
 
@@ -116,7 +118,8 @@ fn consume_blocking(
                 partition: msg.partition(),
                 key: String::from_utf8_lossy(msg.key().unwrap_or_default()).into_owned(),
                 value: serde_json::from_slice(msg.payload().unwrap_or(b"null"))
-                    .expect("record value is JSON"),
+                    .unwrap_or(serde_json::Value::Null),
+                raw_value: msg.payload().unwrap_or_default().to_vec(),
                 headers,
             });
             if out.len() >= expected && linger_until.is_none() {
