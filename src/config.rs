@@ -263,7 +263,8 @@ pub struct RegistryConfig {
     pub url: String,
     /// What a `schemas/` file that conflicts with the registry does at start.
     pub on_conflict: OnConflict,
-    /// How often a replica checks the store for changes made elsewhere.
+    /// How often a replica checks the store for changes made elsewhere. With PostgreSQL,
+    /// LISTEN/NOTIFY brings changes at once and this is the safety net.
     pub poll_interval: HumanDuration,
     /// Registry reads (GET, lookups, compatibility checks) without a `registry:read` scope.
     pub open_reads: bool,
@@ -274,7 +275,7 @@ impl Default for RegistryConfig {
         Self {
             url: "sqlite://data/registry.db".into(),
             on_conflict: OnConflict::Fail,
-            poll_interval: HumanDuration(Duration::from_millis(500)),
+            poll_interval: HumanDuration::from_secs(5),
             open_reads: false,
         }
     }

@@ -113,8 +113,18 @@ fn watch_registry(
     let validators = Arc::downgrade(&validators);
     tokio::spawn(async move {
         let mut seen = store.epoch().await.ok();
+        let mut changes = store.changes();
         loop {
-            tokio::time::sleep(every).await;
+            // A notification (PostgreSQL) wakes us at once; the poll is the safety net.
+            match changes.as_mut() {
+                Some(rx) => {
+                    tokio::select! {
+                        r = rx.changed() => if r.is_err() { changes = None },
+                        _ = tokio::time::sleep(every) => {}
+                    }
+                }
+                None => tokio::time::sleep(every).await,
+            }
             let Some(cache) = validators.upgrade() else {
                 break;
             };

@@ -116,6 +116,7 @@ async fn registry_postgres_change_through_one_replica_is_enforced_by_another_wit
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let took = took.expect("replica B never accepted an event valid only under v2");
+    eprintln!("propagation: replica B enforced v2 {took:?} after it was registered");
     assert!(took < Duration::from_secs(1), "replica B took {took:?}");
     assert_eq!(a.send_json(&only_v2).await.status, 200);
 }

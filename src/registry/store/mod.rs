@@ -121,6 +121,12 @@ pub trait RegistryStore: Send + Sync {
     async fn live(&self) -> Result<Vec<SubjectVersion>, StoreError>;
     /// Bumped by every write: a replica reloads when it sees a new value.
     async fn epoch(&self) -> Result<i64, StoreError>;
+
+    /// Ticks when another replica may have changed the store (PostgreSQL's NOTIFY), so that
+    /// replicas reload at once instead of at the next poll. `None`: poll only.
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// Opens the store a `registry.url` names.

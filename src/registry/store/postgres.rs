@@ -42,6 +42,58 @@ INSERT INTO sluice_epoch VALUES (1, 0);
 pub struct PostgresStore {
     url: String,
     client: Mutex<Option<Client>>,
+    changes: tokio::sync::watch::Receiver<u64>,
+    /// Stops the listener when the store is dropped.
+    _listener: tokio::task::AbortHandle,
+}
+
+/// LISTENs on its own connection and ticks `tx` on every notification; reconnects (with a
+/// tick, since notifications may have been missed) after the connection drops.
+async fn listen(url: String, tx: tokio::sync::watch::Sender<u64>) {
+    use futures_util::StreamExt;
+    let mut backoff = std::time::Duration::from_millis(200);
+    loop {
+        match tokio_postgres::connect(&url, NoTls).await {
+            Ok((client, mut connection)) => {
+                let mut messages =
+                    futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                let sql = format!("LISTEN {CHANNEL}");
+                let ok = {
+                    let listen = client.batch_execute(&sql);
+                    // The connection must be driven while LISTEN runs.
+                    tokio::pin!(listen);
+                    loop {
+                        tokio::select! {
+                            r = &mut listen => break r.is_ok(),
+                            m = messages.next() => if m.is_none() { break false },
+                        }
+                    }
+                };
+                if ok {
+                    backoff = std::time::Duration::from_millis(200);
+                    tx.send_modify(|n| *n += 1);
+                    while let Some(m) = messages.next().await {
+                        match m {
+                            Ok(tokio_postgres::AsyncMessage::Notification(_)) => {
+                                tx.send_modify(|n| *n += 1)
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!(error = %e, "registry LISTEN connection failed");
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "registry LISTEN connection failed"),
+        }
+        if tx.is_closed() {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+    }
 }
 
 fn db(e: tokio_postgres::Error) -> StoreError {
@@ -56,6 +108,12 @@ async fn connect(url: &str) -> Result<Client, StoreError> {
         }
     });
     Ok(client)
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        self._listener.abort();
+    }
 }
 
 impl PostgresStore {
@@ -89,9 +147,13 @@ impl PostgresStore {
             .map_err(db)?;
         }
         tx.commit().await.map_err(db)?;
+        let (changes_tx, changes) = tokio::sync::watch::channel(0);
+        let listener = tokio::spawn(listen(url.to_string(), changes_tx)).abort_handle();
         Ok(PostgresStore {
             url: url.to_string(),
             client: Mutex::new(Some(client)),
+            changes,
+            _listener: listener,
         })
     }
 
@@ -517,5 +579,9 @@ impl RegistryStore for PostgresStore {
                 .map_err(db)?
                 .get(0),
         )
+    }
+
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.changes.clone())
     }
 }
