@@ -1,3 +1,5 @@
+mod schema_cli;
+
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -30,6 +32,13 @@ enum Command {
     CheckConfig {
         #[arg(long, short, env = "SLUICE_CONFIG")]
         config: Option<PathBuf>,
+    },
+    /// The schema registry of a running Sluice: register, check, get, list.
+    Schema {
+        #[command(flatten)]
+        target: schema_cli::Target,
+        #[command(subcommand)]
+        command: schema_cli::SchemaCommand,
     },
     /// API keys.
     Keys {
@@ -116,6 +125,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Schema { target, command } => schema_cli::run(target, command).await,
         Command::Keys {
             command:
                 KeysCommand::Generate {

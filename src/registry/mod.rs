@@ -346,3 +346,32 @@ mod tests {
             .is_err());
     }
 }
+
+#[cfg(test)]
+mod reuse_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn distinct_ids_keep_distinct_validators() {
+        let s = |subject: &str, id, schema| StoredSchema {
+            subject: subject.into(),
+            version: 1,
+            schema,
+            origin: "t".into(),
+            id: Some(id),
+        };
+        let c = Catalog::compile(&[
+            s(
+                "a",
+                1,
+                json!({"type": "object", "additionalProperties": false}),
+            ),
+            s("b", 2, json!({"type": "object"})),
+        ])
+        .unwrap();
+        let b = c.resolve("b", None).unwrap();
+        assert_eq!(b.id, Some(2));
+        assert!(b.validate(&json!({"x": 1})).is_ok());
+    }
+}

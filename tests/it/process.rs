@@ -421,3 +421,56 @@ fn auth_config_mistakes_stop_start_up() {
     );
     assert!(!ok, "a browser key needs origins: {text}");
 }
+
+#[tokio::test]
+async fn schema_cli_registers_checks_gets_and_lists_against_a_running_sluice() {
+    let ws = Workspace::new();
+    let client = reqwest::Client::new();
+    let mut p = Proc::spawn(ws.path(), &[]);
+    p.wait_ready(&client).await;
+    let ty = unique("it.cli.");
+    let v1 = ws.path().join("v1.json");
+    std::fs::write(&v1, json!({"type": "object", "properties": {"a": {"type": "string"}}, "additionalProperties": false}).to_string()).unwrap();
+    let v2 = ws.path().join("v2.json");
+    std::fs::write(
+        &v2,
+        json!({"type": "object", "properties": {"a": {"type": "integer"}}}).to_string(),
+    )
+    .unwrap();
+    let url = p.url.clone();
+    let cli = |args: &[&str]| {
+        let mut all = vec!["schema", "--url", url.as_str()];
+        all.extend_from_slice(args);
+        run_to_end(ws.path(), &all, &[])
+    };
+    let (ok, out) = cli(&["register", &ty, v1.to_str().unwrap()]);
+    assert!(ok && out.contains("version 1"), "{out}");
+    let (ok, out) = cli(&["check", &ty, v2.to_str().unwrap()]);
+    assert!(!ok, "an incompatible change fails the check: {out}");
+    assert!(
+        out.contains("NOT compatible") && out.contains("#/properties/a"),
+        "{out}"
+    );
+    let (ok, out) = cli(&["register", &ty, v2.to_str().unwrap()]);
+    assert!(!ok && out.contains("40901"), "{out}");
+    let (ok, out) = cli(&["get", &ty]);
+    assert!(
+        ok && out.contains("\"additionalProperties\": false"),
+        "{out}"
+    );
+    let (ok, out) = cli(&["list"]);
+    assert!(ok && out.lines().any(|l| l == ty), "{out}");
+    let (ok, out) = cli(&["list", &ty]);
+    assert!(ok && out.trim() == "1", "{out}");
+    // The event type is enforced at once by the running server.
+    let resp = client
+        .post(format!("{}/v1/events", p.url))
+        .header("content-type", "application/json")
+        .body(json!({"type": ty, "data": {"a": "x"}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    p.signal("TERM");
+    assert!(p.wait_exit(Duration::from_secs(15)).success());
+}

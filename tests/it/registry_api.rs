@@ -401,3 +401,65 @@ async fn registry_api_confluent_python_client_works_against_sluice() {
     );
     assert!(text.contains("confluent client: ok"), "{text}");
 }
+
+#[tokio::test]
+async fn registry_api_two_replicas_registering_at_once_get_distinct_ids_and_one_version_order() {
+    let pg = PgSchema::new().await;
+    let ws = Workspace::new();
+    let mut cfg = ws.config();
+    cfg.registry.url = pg.url.clone();
+    let a = TestServer::start_ready(cfg.clone()).await;
+    let b = TestServer::start_ready(cfg).await;
+    let subject = unique("it.api.race.");
+    let (st, _) = Call { s: &a, token: None }
+        .put(
+            &format!("/config/{subject}"),
+            json!({"compatibility": "NONE"}),
+        )
+        .await;
+    assert_eq!(st, 200);
+    let mut calls = Vec::new();
+    for i in 0..20 {
+        let server = if i % 2 == 0 { &a } else { &b };
+        let subject = subject.clone();
+        calls.push(async move {
+            let c = Call {
+                s: server,
+                token: None,
+            };
+            let schema =
+                json!({"type": "object", "properties": {format!("p{i}"): {"type": "integer"}}});
+            c.post(
+                &format!("/subjects/{subject}/versions"),
+                schema_req(&schema),
+            )
+            .await
+        });
+    }
+    let answers = futures_util::future::join_all(calls).await;
+    let mut ids: Vec<u64> = answers
+        .iter()
+        .map(|(st, b)| {
+            assert_eq!(*st, 200, "{b}");
+            b["id"].as_u64().unwrap()
+        })
+        .collect();
+    let mut versions: Vec<u64> = answers
+        .iter()
+        .map(|(_, b)| b["version"].as_u64().unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    versions.sort();
+    assert_eq!(ids.len(), 20, "distinct schemas, distinct ids");
+    assert_eq!(versions, (1..=20).collect::<Vec<u64>>());
+    let list_a = Call { s: &a, token: None }
+        .get(&format!("/subjects/{subject}/versions"))
+        .await
+        .1;
+    let list_b = Call { s: &b, token: None }
+        .get(&format!("/subjects/{subject}/versions"))
+        .await
+        .1;
+    assert_eq!(list_a, list_b);
+}
