@@ -474,3 +474,80 @@ async fn schema_cli_registers_checks_gets_and_lists_against_a_running_sluice() {
     p.signal("TERM");
     assert!(p.wait_exit(Duration::from_secs(15)).success());
 }
+
+#[tokio::test]
+async fn registry_two_processes_sharing_postgres_see_each_others_schemas_within_a_second() {
+    let pg = crate::registry_store::PgSchema::new().await;
+    let ws = Workspace::new();
+    let client = reqwest::Client::new();
+    let env = [("SLUICE_REGISTRY__URL", pg.url.clone())];
+    let a = Proc::spawn(ws.path(), &env);
+    let b = Proc::spawn(ws.path(), &env);
+    a.wait_ready(&client).await;
+    b.wait_ready(&client).await;
+    let ty = unique("it.procs.");
+    let register = |p: &Proc, schema: serde_json::Value| {
+        client
+            .post(format!("{}/subjects/{ty}/versions", p.url))
+            .header("content-type", "application/vnd.schemaregistry.v1+json")
+            .body(json!({"schemaType": "JSON", "schema": schema.to_string()}).to_string())
+            .send()
+    };
+    let event = json!({"type": ty, "data": {"k": 1}}).to_string();
+    let post_b = || {
+        client
+            .post(format!("{}/v1/events", b.url))
+            .header("content-type", "application/json")
+            .body(event.clone())
+            .send()
+    };
+    assert_eq!(post_b().await.unwrap().status(), 400, "unknown type on B");
+    let registered_at = Instant::now();
+    let r = register(
+        &a,
+        json!({"type": "object", "properties": {"k": {"type": "integer"}}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    loop {
+        if post_b().await.unwrap().status() == 200 {
+            break;
+        }
+        assert!(
+            registered_at.elapsed() < Duration::from_secs(1),
+            "B did not enforce A's schema within 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "propagation between processes: {:?}",
+        registered_at.elapsed()
+    );
+
+    // Concurrent registrations through both processes: distinct ids, one version order.
+    let put = client
+        .put(format!("{}/config/{ty}", a.url))
+        .body(json!({"compatibility": "NONE"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let mut calls = Vec::new();
+    for i in 0..10 {
+        let p = if i % 2 == 0 { &a } else { &b };
+        calls.push(register(p, json!({"type": "object", "title": format!("v{i}"), "properties": {format!("p{i}"): {}}})));
+    }
+    let mut ids = Vec::new();
+    let mut versions = Vec::new();
+    for resp in futures_util::future::join_all(calls).await {
+        let body: serde_json::Value = resp.unwrap().json().await.unwrap();
+        ids.push(body["id"].as_u64().unwrap());
+        versions.push(body["version"].as_u64().unwrap());
+    }
+    ids.sort();
+    ids.dedup();
+    versions.sort();
+    assert_eq!(ids.len(), 10);
+    assert_eq!(versions, (2..=11).collect::<Vec<u64>>());
+}
