@@ -188,6 +188,76 @@ fn level_of(s: &str) -> Result<Level, StoreError> {
         .ok_or_else(|| StoreError::Backend(format!("stored compatibility level `{s}` is unknown")))
 }
 
+/// A subject's versions as (number, soft-deleted), oldest first. The rules below decide from
+/// it, the same way for every store.
+type History = [(u32, bool)];
+
+/// Resolves `latest` (the highest live version) or checks a number exists.
+fn pick(
+    all: &History,
+    subject: &str,
+    v: VersionRef,
+    include_deleted: bool,
+) -> Result<u32, StoreError> {
+    if all.is_empty() || (!include_deleted && all.iter().all(|(_, d)| *d)) {
+        return Err(StoreError::SubjectNotFound(subject.into()));
+    }
+    match v {
+        VersionRef::Latest => all
+            .iter()
+            .rev()
+            .find(|(_, d)| include_deleted || !d)
+            .map(|(n, _)| *n)
+            .ok_or_else(|| StoreError::VersionNotFound(subject.into(), "latest".into())),
+        VersionRef::Number(n) => all
+            .iter()
+            .find(|(m, d)| *m == n && (include_deleted || !d))
+            .map(|(m, _)| *m)
+            .ok_or_else(|| StoreError::VersionNotFound(subject.into(), n.to_string())),
+    }
+}
+
+/// The versions a subject delete removes: soft deletes need a live version, permanent ones
+/// need every version soft-deleted first.
+fn subject_deletion(all: &History, subject: &str, permanent: bool) -> Result<Vec<u32>, StoreError> {
+    if all.is_empty() {
+        return Err(StoreError::SubjectNotFound(subject.into()));
+    }
+    let all_deleted = all.iter().all(|(_, d)| *d);
+    match (permanent, all_deleted) {
+        (true, false) => Err(StoreError::SubjectNotSoftDeleted(subject.into())),
+        (false, true) => Err(StoreError::SubjectSoftDeleted(subject.into())),
+        (true, true) => Ok(all.iter().map(|(n, _)| *n).collect()),
+        (false, false) => Ok(all.iter().filter(|(_, d)| !d).map(|(n, _)| *n).collect()),
+    }
+}
+
+/// The version a version delete removes, with the same soft-then-permanent rule. A number
+/// may name a soft-deleted version (to be deleted for good, or refused as already deleted).
+fn version_deletion(
+    all: &History,
+    subject: &str,
+    v: VersionRef,
+    permanent: bool,
+) -> Result<u32, StoreError> {
+    if all.is_empty() {
+        return Err(StoreError::SubjectNotFound(subject.into()));
+    }
+    let n = match v {
+        VersionRef::Number(n) if all.iter().any(|(m, _)| *m == n) => n,
+        VersionRef::Number(n) => {
+            return Err(StoreError::VersionNotFound(subject.into(), n.to_string()))
+        }
+        VersionRef::Latest => pick(all, subject, v, permanent)?,
+    };
+    let deleted = all.iter().any(|(m, d)| *m == n && *d);
+    match (permanent, deleted) {
+        (true, false) => Err(StoreError::VersionNotSoftDeleted(subject.into(), n)),
+        (false, true) => Err(StoreError::VersionSoftDeleted(subject.into(), n)),
+        _ => Ok(n),
+    }
+}
+
 /// The config row key of the global level.
 const GLOBAL: &str = "";
 

@@ -214,30 +214,6 @@ fn row_version(r: &Row) -> SubjectVersion {
     }
 }
 
-fn pick(
-    all: &[(u32, bool)],
-    subject: &str,
-    v: VersionRef,
-    include_deleted: bool,
-) -> Result<u32, StoreError> {
-    if all.is_empty() || (!include_deleted && all.iter().all(|(_, d)| *d)) {
-        return Err(StoreError::SubjectNotFound(subject.into()));
-    }
-    match v {
-        VersionRef::Latest => all
-            .iter()
-            .rev()
-            .find(|(_, d)| include_deleted || !d)
-            .map(|(n, _)| *n)
-            .ok_or_else(|| StoreError::VersionNotFound(subject.into(), "latest".into())),
-        VersionRef::Number(n) => all
-            .iter()
-            .find(|(m, d)| *m == n && (include_deleted || !d))
-            .map(|(m, _)| *m)
-            .ok_or_else(|| StoreError::VersionNotFound(subject.into(), n.to_string())),
-    }
-}
-
 async fn lock_subject(tx: &Transaction<'_>, subject: &str) -> Result<(), StoreError> {
     tx.execute(
         "SELECT pg_advisory_xact_lock(hashtext('sluice_subject'), hashtext($1))",
@@ -363,7 +339,7 @@ impl RegistryStore for PostgresStore {
         include_deleted: bool,
     ) -> Result<SubjectVersion, StoreError> {
         let c = self.client().await?;
-        let n = pick(
+        let n = super::pick(
             &all_versions(&*c, subject).await?,
             subject,
             version,
@@ -433,14 +409,8 @@ impl RegistryStore for PostgresStore {
         let tx = c.transaction().await.map_err(db)?;
         lock_subject(&tx, subject).await?;
         let all = all_versions(&tx, subject).await?;
-        if all.is_empty() {
-            return Err(StoreError::SubjectNotFound(subject.into()));
-        }
-        let all_deleted = all.iter().all(|(_, d)| *d);
-        let out: Vec<u32> = if permanent {
-            if !all_deleted {
-                return Err(StoreError::SubjectNotSoftDeleted(subject.into()));
-            }
+        let out = super::subject_deletion(&all, subject, permanent)?;
+        if permanent {
             tx.execute(
                 "DELETE FROM sluice_versions WHERE subject = $1",
                 &[&subject],
@@ -450,19 +420,14 @@ impl RegistryStore for PostgresStore {
             tx.execute("DELETE FROM sluice_config WHERE subject = $1", &[&subject])
                 .await
                 .map_err(db)?;
-            all.iter().map(|(n, _)| *n).collect()
         } else {
-            if all_deleted {
-                return Err(StoreError::SubjectSoftDeleted(subject.into()));
-            }
             tx.execute(
                 "UPDATE sluice_versions SET deleted = TRUE WHERE subject = $1",
                 &[&subject],
             )
             .await
             .map_err(db)?;
-            all.iter().filter(|(_, d)| !d).map(|(n, _)| *n).collect()
-        };
+        }
         bump(&tx).await?;
         tx.commit().await.map_err(db)?;
         Ok(out)
@@ -478,22 +443,8 @@ impl RegistryStore for PostgresStore {
         let tx = c.transaction().await.map_err(db)?;
         lock_subject(&tx, subject).await?;
         let all = all_versions(&tx, subject).await?;
-        if all.is_empty() {
-            return Err(StoreError::SubjectNotFound(subject.into()));
-        }
-        let n = match version {
-            // A soft-deleted version is named to be deleted again (40406) or for good.
-            VersionRef::Number(n) if all.iter().any(|(m, _)| *m == n) => n,
-            VersionRef::Number(n) => {
-                return Err(StoreError::VersionNotFound(subject.into(), n.to_string()))
-            }
-            VersionRef::Latest => pick(&all, subject, version, permanent)?,
-        };
-        let deleted = all.iter().any(|(m, d)| *m == n && *d);
+        let n = super::version_deletion(&all, subject, version, permanent)?;
         if permanent {
-            if !deleted {
-                return Err(StoreError::VersionNotSoftDeleted(subject.into(), n));
-            }
             tx.execute(
                 "DELETE FROM sluice_versions WHERE subject = $1 AND version = $2",
                 &[&subject, &(n as i32)],
@@ -501,9 +452,6 @@ impl RegistryStore for PostgresStore {
             .await
             .map_err(db)?;
         } else {
-            if deleted {
-                return Err(StoreError::VersionSoftDeleted(subject.into(), n));
-            }
             tx.execute(
                 "UPDATE sluice_versions SET deleted = TRUE WHERE subject = $1 AND version = $2",
                 &[&subject, &(n as i32)],

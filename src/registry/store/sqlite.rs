@@ -123,33 +123,19 @@ fn row_version(r: &rusqlite::Row<'_>) -> rusqlite::Result<SubjectVersion> {
     })
 }
 
-/// Resolves `latest` (the highest live version) or checks a number exists.
+/// Resolves a version against the subject's history.
 fn pick(
     c: &Connection,
     subject: &str,
     v: VersionRef,
     include_deleted: bool,
 ) -> Result<u32, StoreError> {
-    let all = live_versions(c, subject, true)?;
-    if all.iter().all(|(_, d)| *d) && !include_deleted {
-        return Err(StoreError::SubjectNotFound(subject.into()));
-    }
-    if all.is_empty() {
-        return Err(StoreError::SubjectNotFound(subject.into()));
-    }
-    match v {
-        VersionRef::Latest => all
-            .iter()
-            .rev()
-            .find(|(_, d)| include_deleted || !d)
-            .map(|(n, _)| *n)
-            .ok_or_else(|| StoreError::VersionNotFound(subject.into(), "latest".into())),
-        VersionRef::Number(n) => all
-            .iter()
-            .find(|(m, d)| *m == n && (include_deleted || !d))
-            .map(|(m, _)| *m)
-            .ok_or_else(|| StoreError::VersionNotFound(subject.into(), n.to_string())),
-    }
+    super::pick(
+        &live_versions(c, subject, true)?,
+        subject,
+        v,
+        include_deleted,
+    )
 }
 
 #[async_trait::async_trait]
@@ -307,23 +293,13 @@ impl RegistryStore for SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db)?;
             let all = live_versions(&tx, subject, true)?;
-            if all.is_empty() {
-                return Err(StoreError::SubjectNotFound(subject.into()));
-            }
-            let all_deleted = all.iter().all(|(_, d)| *d);
-            let versions: Vec<u32> = all.iter().map(|(n, _)| *n).collect();
+            let versions = super::subject_deletion(&all, subject, permanent)?;
             if permanent {
-                if !all_deleted {
-                    return Err(StoreError::SubjectNotSoftDeleted(subject.into()));
-                }
                 tx.execute("DELETE FROM versions WHERE subject = ?1", [subject])
                     .map_err(db)?;
                 tx.execute("DELETE FROM config WHERE subject = ?1", [subject])
                     .map_err(db)?;
             } else {
-                if all_deleted {
-                    return Err(StoreError::SubjectSoftDeleted(subject.into()));
-                }
                 tx.execute(
                     "UPDATE versions SET deleted = 1 WHERE subject = ?1",
                     [subject],
@@ -332,11 +308,7 @@ impl RegistryStore for SqliteStore {
             }
             bump(&tx)?;
             tx.commit().map_err(db)?;
-            Ok(if permanent {
-                versions
-            } else {
-                all.iter().filter(|(_, d)| !d).map(|(n, _)| *n).collect()
-            })
+            Ok(versions)
         })
     }
 
@@ -351,31 +323,14 @@ impl RegistryStore for SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db)?;
             let all = live_versions(&tx, subject, true)?;
-            if all.is_empty() {
-                return Err(StoreError::SubjectNotFound(subject.into()));
-            }
-            let n = match version {
-                // A soft-deleted version is named to be deleted again (40406) or for good.
-                VersionRef::Number(n) if all.iter().any(|(m, _)| *m == n) => n,
-                VersionRef::Number(n) => {
-                    return Err(StoreError::VersionNotFound(subject.into(), n.to_string()))
-                }
-                VersionRef::Latest => pick(&tx, subject, version, permanent)?,
-            };
-            let deleted = all.iter().any(|(m, d)| *m == n && *d);
+            let n = super::version_deletion(&all, subject, version, permanent)?;
             if permanent {
-                if !deleted {
-                    return Err(StoreError::VersionNotSoftDeleted(subject.into(), n));
-                }
                 tx.execute(
                     "DELETE FROM versions WHERE subject = ?1 AND version = ?2",
                     params![subject, n],
                 )
                 .map_err(db)?;
             } else {
-                if deleted {
-                    return Err(StoreError::VersionSoftDeleted(subject.into(), n));
-                }
                 tx.execute(
                     "UPDATE versions SET deleted = 1 WHERE subject = ?1 AND version = ?2",
                     params![subject, n],
