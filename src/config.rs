@@ -99,6 +99,12 @@ pub struct LimitsConfig {
     pub max_events: usize,
     /// JSON nesting depth of one event (the event object itself is depth 1).
     pub max_depth: usize,
+    /// Events decoded and not yet answered, process-wide: admission control's bound.
+    pub max_inflight_events: usize,
+    /// Request bodies held at once, process-wide (their received size).
+    pub max_inflight_bytes: ByteSize,
+    /// How long a request may wait for admission before 503 + Retry-After.
+    pub admission_wait: HumanDuration,
 }
 
 impl Default for LimitsConfig {
@@ -109,6 +115,9 @@ impl Default for LimitsConfig {
             max_event_bytes: ByteSize(MIB),
             max_events: 1000,
             max_depth: 64,
+            max_inflight_events: 20_000,
+            max_inflight_bytes: ByteSize(256 * MIB),
+            admission_wait: HumanDuration(Duration::from_millis(200)),
         }
     }
 }
@@ -578,6 +587,24 @@ impl Config {
             if v == 0 {
                 return Err(field_error(name, "must be greater than 0"));
             }
+        }
+        if l.max_inflight_events < l.max_events {
+            return Err(field_error(
+                "limits.max_inflight_events",
+                "must be at least limits.max_events, or a full request could never be admitted",
+            ));
+        }
+        if l.max_inflight_bytes.0 < l.max_body_bytes.0 {
+            return Err(field_error(
+                "limits.max_inflight_bytes",
+                "must be at least limits.max_body_bytes, or a full body could never be admitted",
+            ));
+        }
+        if l.max_inflight_bytes.0 > 4 * GIB {
+            return Err(field_error(
+                "limits.max_inflight_bytes",
+                "must be at most 4GiB",
+            ));
         }
         if l.max_depth > 512 {
             return Err(field_error(

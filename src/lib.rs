@@ -88,7 +88,13 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
         validators.clone(),
         config.registry.poll_interval.0,
     );
+    let admission = pipeline::admission::AdmissionControl::new(
+        config.limits.max_inflight_events,
+        config.limits.max_inflight_bytes.0,
+        config.limits.admission_wait.0,
+    );
     Ok(Arc::new(App {
+        admission,
         registry,
         auth,
         cors,

@@ -27,10 +27,6 @@ const INLINE_DECODE_MAX: usize = 256 * 1024;
 /// inflate to the whole decompressed cap.
 const INLINE_DECODE_MAX_COMPRESSED: usize = 8 * 1024;
 
-/// Seconds a client should wait after a 503. TODO(backpressure issue): derive from the drain
-/// rate instead of a constant.
-pub const RETRY_AFTER_SECS: u64 = 1;
-
 #[derive(Serialize)]
 struct IngestBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -65,7 +61,7 @@ pub async fn ingest(
 ) -> Response {
     let principal = principal.map(|Extension(p)| p);
     match accept(&app, principal.as_deref(), &headers, body).await {
-        Ok(outcomes) => respond(&outcomes),
+        Ok(outcomes) => respond(&outcomes, app.admission.retry_after()),
         Err(e) => {
             // Nothing in the request was accepted; count it once, under the code sent.
             metrics::counter!(telemetry::EVENTS_REJECTED, "reason" => e.code).increment(1);
@@ -108,9 +104,16 @@ async fn accept(
         return Err(ApiError::unavailable(
             "sink_unavailable",
             "the event sink is unreachable; nothing was accepted",
-            RETRY_AFTER_SECS,
+            app.admission.retry_after(),
         ));
     }
+    // Bound memory before reading: the body's declared length, else the most it may be.
+    let declared = header_str(header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+    let _bytes = app
+        .admission
+        .admit_bytes(declared.unwrap_or(max_body as u64))
+        .await
+        .map_err(overloaded)?;
     let raw = read_body(body, max_body, app.config.server.body_timeout.0).await?;
 
     let ce_headers: Vec<(String, Vec<u8>)> = if binary {
@@ -151,6 +154,7 @@ async fn accept(
     };
 
     let n = decoded.len();
+    let _events = app.admission.admit_events(n).await.map_err(overloaded)?;
     let _inflight = InflightGuard::new(n);
     Ok(app.pipeline.process(decoded, principal).await)
 }
@@ -188,6 +192,14 @@ async fn read_body(
     }
 }
 
+fn overloaded(o: crate::pipeline::admission::Overloaded) -> ApiError {
+    ApiError::unavailable(
+        "overloaded",
+        "Sluice is at its in-flight limit; retry after Retry-After seconds",
+        o.retry_after,
+    )
+}
+
 fn too_large(code: &'static str, message: String) -> ApiError {
     ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, code, message)
 }
@@ -215,7 +227,7 @@ fn request_error(e: RequestError) -> ApiError {
 
 /// 200 all durable; 207 some; otherwise one status for the whole request: 503 when any
 /// event could succeed on retry, the events' common status when they share one, else 400.
-fn respond(outcomes: &[Outcome]) -> Response {
+fn respond(outcomes: &[Outcome], retry_after: u64) -> Response {
     let accepted = outcomes.iter().filter(|o| o.status == 200).count();
     let rejected = outcomes.len() - accepted;
     let results = outcomes
@@ -274,7 +286,7 @@ fn respond(outcomes: &[Outcome]) -> Response {
     };
     let mut resp = (status, Json(body)).into_response();
     if retry {
-        let (k, v) = retry_after_header(RETRY_AFTER_SECS);
+        let (k, v) = retry_after_header(retry_after);
         resp.headers_mut().insert(k, v);
     }
     resp

@@ -20,8 +20,6 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-pub use ingest::RETRY_AFTER_SECS;
-
 use crate::auth::cors::{self, Cors};
 use crate::auth::{self, Authenticator};
 use crate::config::Config;
@@ -33,6 +31,7 @@ use crate::telemetry;
 pub struct App {
     pub config: Config,
     pub pipeline: Pipeline,
+    pub admission: crate::pipeline::admission::AdmissionControl,
     pub registry: Arc<dyn crate::registry::store::RegistryStore>,
     pub auth: Arc<Authenticator>,
     pub cors: Cors,

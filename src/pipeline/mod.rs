@@ -4,6 +4,7 @@
 //! It owns policy (which topic, which key, which headers) and leaves mechanism to the sink.
 //! It knows nothing of HTTP: the caller turns outcomes into a status and a body.
 
+pub mod admission;
 mod route;
 
 use std::sync::Arc;

@@ -27,6 +27,8 @@ pub const PUBLISH_DURATION: &str = "sluice_publish_duration_seconds";
 pub const PRODUCER_RESTARTS: &str = "sluice_producer_restarts_total";
 /// Events decoded and not yet answered: the autoscaling demand signal.
 pub const INFLIGHT_EVENTS: &str = "sluice_inflight_events";
+/// Request body bytes admitted and not yet answered.
+pub const INFLIGHT_BYTES: &str = "sluice_inflight_bytes";
 /// 1 when /readyz answers 200.
 pub const READY: &str = "sluice_ready";
 /// Compiled schemas in the validator cache.
@@ -93,6 +95,11 @@ fn describe() {
     describe_counter!(PRODUCER_RESTARTS, "Producers replaced after a fatal error");
     describe_gauge!(INFLIGHT_EVENTS, "Events decoded and not yet answered");
     describe_gauge!(READY, "1 when /readyz answers 200");
+    describe_gauge!(
+        INFLIGHT_BYTES,
+        Unit::Bytes,
+        "Request body bytes admitted and not yet answered"
+    );
     describe_gauge!(SCHEMAS_LOADED, "Compiled schemas in the validator cache");
     describe_counter!(
         AUTH_FAILURES,

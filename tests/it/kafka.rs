@@ -173,3 +173,48 @@ async fn kafka_broker_unreachable_gives_503_retry_after_within_delivery_timeout_
     }
     drop(broker);
 }
+
+#[tokio::test]
+async fn kafka_admission_refuses_past_the_inflight_bound_with_retry_after_and_recovers() {
+    let brokers = brokers();
+    let ws = Workspace::new();
+    let (ty, _topic) = fresh_type(&ws, &brokers).await;
+    // A type whose topic does not exist: its events wait for delivery_timeout, holding their
+    // admission the whole time, as a stalled broker would.
+    let stuck = unique("it.stuck.");
+    ws.schema(&stuck, 1, strict_schema());
+    let mut c = ws.kafka_config(&brokers);
+    c.kafka.delivery_timeout_ms = 3000;
+    c.limits.max_events = 5;
+    c.limits.max_inflight_events = 5;
+    c.limits.admission_wait = HumanDuration(Duration::from_millis(100));
+    let s = TestServer::start_ready(c).await;
+
+    let mut hanging = Vec::new();
+    for i in 0..5 {
+        let (s, stuck) = (&s, &stuck);
+        hanging.push(async move { s.send_json(&json!({"type": stuck, "data": {"n": i}})).await });
+    }
+    let hanging = futures_util::future::join_all(hanging);
+    let probe = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let started = Instant::now();
+        let a = s.send_json(&json!({"type": ty, "data": {"n": 99}})).await;
+        (a, started.elapsed())
+    };
+    let (stuck_answers, (refused, took)) = tokio::join!(hanging, probe);
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(refused.code(), "overloaded");
+    let retry: u64 = refused.retry_after.as_deref().unwrap().parse().unwrap();
+    assert!((1..=30).contains(&retry), "Retry-After {retry}");
+    assert!(
+        took < Duration::from_secs(1),
+        "refused after the admission wait, not the delivery timeout: {took:?}"
+    );
+    for a in stuck_answers {
+        assert_eq!(a.status, 503, "{}", a.body);
+    }
+    // The stuck events are answered: their admission is released and traffic flows again.
+    let a = s.send_json(&json!({"type": ty, "data": {"n": 100}})).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+}
