@@ -41,7 +41,17 @@ fn field_error(field: &str, message: impl Into<String>) -> ConfigError {
 
 /// The config file's sections, as named in the environment.
 const SECTIONS: &[&str] = &[
-    "server", "limits", "schemas", "sink", "file", "kafka", "routes", "auth", "registry", "log",
+    "server",
+    "limits",
+    "schemas",
+    "sink",
+    "file",
+    "kafka",
+    "routes",
+    "auth",
+    "registry",
+    "rate_limits",
+    "log",
 ];
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -56,6 +66,7 @@ pub struct Config {
     pub routes: RoutesConfig,
     pub auth: AuthConfig,
     pub registry: RegistryConfig,
+    pub rate_limits: RateLimitsConfig,
     pub log: LogConfig,
 }
 
@@ -251,6 +262,45 @@ pub struct RouteRule {
     /// Frame values in Confluent's wire format so Confluent deserializers read them.
     #[serde(default)]
     pub confluent_wire_format: bool,
+}
+
+/// Per-tenant rate limits (token buckets). 0 means unlimited.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitsConfig {
+    /// For every tenant without its own entry (and for unauthenticated traffic).
+    pub default: RateLimitConfig,
+    /// Bucket size, as seconds of the rate: how far a tenant may burst above it.
+    pub burst: HumanDuration,
+    pub tenants: Vec<TenantRateLimit>,
+}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        Self {
+            default: RateLimitConfig::default(),
+            burst: HumanDuration::from_secs(1),
+            tenants: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub events_per_second: u64,
+    /// Body bytes as received.
+    pub bytes_per_second: ByteSize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantRateLimit {
+    pub tenant: String,
+    #[serde(default)]
+    pub events_per_second: u64,
+    #[serde(default)]
+    pub bytes_per_second: ByteSize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -791,7 +841,7 @@ pub const MIB: u64 = 1024 * KIB;
 pub const GIB: u64 = 1024 * MIB;
 
 /// A size in bytes, written as an integer or as `512KiB`, `5MiB`, `1GB` (SI and IEC units).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ByteSize(pub u64);
 
 impl ByteSize {

@@ -14,6 +14,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds, sent as `Retry-After` (503 and 429 always carry one).
     pub retry_after: Option<u64>,
+    /// (limit per second, remaining, seconds to reset), sent as `RateLimit-*` headers.
+    pub rate_limit: Option<(u64, u64, u64)>,
 }
 
 #[derive(Serialize)]
@@ -34,6 +36,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            rate_limit: None,
         }
     }
 
@@ -43,6 +46,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: Some(retry_after),
+            rate_limit: None,
         }
     }
 
@@ -73,6 +77,16 @@ impl IntoResponse for ApiError {
         if let Some(secs) = self.retry_after {
             let (k, v) = retry_after_header(secs);
             resp.headers_mut().insert(k, v);
+        }
+        if let Some((limit, remaining, reset)) = self.rate_limit {
+            // draft-ietf-httpapi-ratelimit-headers.
+            let h = resp.headers_mut();
+            h.insert("ratelimit-limit", HeaderValue::from(limit));
+            h.insert("ratelimit-remaining", HeaderValue::from(remaining));
+            h.insert("ratelimit-reset", HeaderValue::from(reset));
+            if let Ok(v) = HeaderValue::from_str(&format!("{limit};w=1")) {
+                h.insert("ratelimit-policy", v);
+            }
         }
         resp
     }

@@ -94,6 +94,7 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
         config.limits.admission_wait.0,
     );
     Ok(Arc::new(App {
+        rate_limits: pipeline::ratelimit::RateLimiter::from_config(&config.rate_limits),
         admission,
         registry,
         auth,

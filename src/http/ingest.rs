@@ -115,6 +115,7 @@ async fn accept(
         .await
         .map_err(overloaded)?;
     let raw = read_body(body, max_body, app.config.server.body_timeout.0).await?;
+    let raw_len = raw.len();
 
     let ce_headers: Vec<(String, Vec<u8>)> = if binary {
         headers
@@ -154,6 +155,15 @@ async fn accept(
     };
 
     let n = decoded.len();
+    if app.rate_limits.is_active() {
+        let tenant = principal.map_or("", |p| p.tenant.as_str());
+        if let Some(Err(b)) =
+            app.rate_limits
+                .check(tenant, n as u64, raw_len as u64, std::time::Instant::now())
+        {
+            return Err(rate_limited(b));
+        }
+    }
     let _events = app.admission.admit_events(n).await.map_err(overloaded)?;
     let _inflight = InflightGuard::new(n);
     Ok(app.pipeline.process(decoded, principal).await)
@@ -190,6 +200,20 @@ async fn read_body(
             }
         }
     }
+}
+
+fn rate_limited(b: crate::pipeline::ratelimit::Budget) -> ApiError {
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!(
+            "the tenant's rate limit ({} per second) is used up; retry after {} s",
+            b.limit, b.retry_after
+        ),
+    );
+    e.retry_after = Some(b.retry_after);
+    e.rate_limit = Some((b.limit, b.remaining, b.reset));
+    e
 }
 
 fn overloaded(o: crate::pipeline::admission::Overloaded) -> ApiError {

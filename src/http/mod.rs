@@ -32,6 +32,7 @@ pub struct App {
     pub config: Config,
     pub pipeline: Pipeline,
     pub admission: crate::pipeline::admission::AdmissionControl,
+    pub rate_limits: crate::pipeline::ratelimit::RateLimiter,
     pub registry: Arc<dyn crate::registry::store::RegistryStore>,
     pub auth: Arc<Authenticator>,
     pub cors: Cors,

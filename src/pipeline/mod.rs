@@ -5,6 +5,7 @@
 //! It knows nothing of HTTP: the caller turns outcomes into a status and a body.
 
 pub mod admission;
+pub mod ratelimit;
 mod route;
 
 use std::sync::Arc;

@@ -656,3 +656,48 @@ async fn jwks_unreachable_at_start_means_not_ready_until_it_loads() {
     );
     assert_eq!(s.readyz().await, 200);
 }
+
+#[tokio::test]
+async fn rate_limits_are_per_tenant_with_429_retry_after_and_ratelimit_headers() {
+    let ws = Workspace::new();
+    let (key_a, mut entry_a) = api_key_entry(KeyClass::Server, &["events:write:*"], &[]);
+    entry_a.tenant = "small".into();
+    let (key_b, entry_b) = api_key_entry(KeyClass::Server, &["events:write:*"], &[]);
+    let mut c = ws.config();
+    c.auth.api_keys = vec![entry_a, entry_b];
+    c.rate_limits.default.events_per_second = 1000;
+    c.rate_limits.tenants = vec![sluice::config::TenantRateLimit {
+        tenant: "small".into(),
+        events_per_second: 5,
+        bytes_per_second: sluice::config::ByteSize(0),
+    }];
+    let s = TestServer::start_ready(c).await;
+    let batch = |n: usize| {
+        json!((0..n)
+            .map(|i| event(ANY, json!({"i": i})))
+            .collect::<Vec<_>>())
+    };
+
+    assert_eq!(send_as(&s, Some(&key_a), &batch(4)).await.status, 200);
+    let resp = s
+        .post()
+        .header("authorization", format!("Bearer {key_a}"))
+        .header("content-type", "application/cloudevents-batch+json")
+        .body(batch(4).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    let h = resp.headers().clone();
+    let a = Answer::from(resp).await;
+    assert_eq!(a.code(), "rate_limited");
+    assert!(a.retry_after.as_deref().unwrap().parse::<u64>().unwrap() >= 1);
+    assert_eq!(h["ratelimit-limit"], "5");
+    assert_eq!(h["ratelimit-remaining"], "1");
+    assert!(h.contains_key("ratelimit-reset") && h.contains_key("ratelimit-policy"));
+    // The other tenant (globex) has the default budget.
+    assert_eq!(send_as(&s, Some(&key_b), &batch(100)).await.status, 200);
+    // The bucket refills: after a second the small tenant may send again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(send_as(&s, Some(&key_a), &batch(4)).await.status, 200);
+}
