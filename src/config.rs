@@ -234,6 +234,11 @@ pub struct RoutesConfig {
     /// Confluent wire format (magic byte 0 + 4-byte schema id before the JSON) for events no
     /// rule matches.
     pub confluent_wire_format: bool,
+    /// Topic (template) that events no rule matches also go to when refused by validation
+    /// or authorization, with the error in headers. Unset: no dead letters.
+    pub dead_letter_topic: Option<String>,
+    /// Dead letters per second, process-wide, before they are dropped (and counted).
+    pub dead_letter_rate: u64,
     /// First match wins.
     pub rules: Vec<RouteRule>,
 }
@@ -243,6 +248,8 @@ impl Default for RoutesConfig {
         Self {
             default_topic: "events.{type}".into(),
             confluent_wire_format: false,
+            dead_letter_topic: None,
+            dead_letter_rate: 100,
             rules: Vec::new(),
         }
     }
@@ -262,6 +269,9 @@ pub struct RouteRule {
     /// Frame values in Confluent's wire format so Confluent deserializers read them.
     #[serde(default)]
     pub confluent_wire_format: bool,
+    /// This rule's dead-letter topic (template).
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
 }
 
 /// Per-tenant rate limits (token buckets). 0 means unlimited.

@@ -101,6 +101,13 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
         cors,
         pipeline: Pipeline {
             validators,
+            dead_letter_cap: pipeline::RateLimiter::from_config(&config::RateLimitsConfig {
+                default: config::RateLimitConfig {
+                    events_per_second: config.routes.dead_letter_rate.max(1),
+                    ..Default::default()
+                },
+                ..Default::default()
+            }),
             router,
             sink,
         },

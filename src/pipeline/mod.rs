@@ -20,6 +20,7 @@ use crate::event::{Decoded, Event, EventError};
 use crate::registry::{CompiledSchema, ValidatorCache};
 use crate::sink::{Record, Sink};
 use crate::telemetry;
+pub use ratelimit::RateLimiter;
 
 /// What happened to one event of a request.
 #[derive(Debug, Clone)]
@@ -56,6 +57,8 @@ pub struct Pipeline {
     pub validators: Arc<ValidatorCache>,
     pub router: Router,
     pub sink: Arc<dyn Sink>,
+    /// Caps dead letters per second, so that a broken client cannot flood the topic.
+    pub dead_letter_cap: ratelimit::RateLimiter,
 }
 
 impl Pipeline {
@@ -67,6 +70,7 @@ impl Pipeline {
         let mut outcomes = Vec::with_capacity(decoded.len());
         let mut records = Vec::with_capacity(decoded.len());
         let mut record_index = Vec::with_capacity(decoded.len());
+        let mut dead = Vec::new();
         for item in decoded {
             let mut event = match item {
                 Ok(ev) => ev,
@@ -83,6 +87,7 @@ impl Pipeline {
                         "/type",
                         "the credentials do not allow writing this event type",
                     );
+                    dead.extend(self.dead_letter(&event, &e, &received, principal));
                     outcomes.push(Outcome::rejected(Some(event.id), e));
                     continue;
                 }
@@ -96,7 +101,10 @@ impl Pipeline {
                     records.push(self.record(&event, schema, &received, principal));
                     outcomes.push(Outcome::accepted(event.id));
                 }
-                Err(e) => outcomes.push(Outcome::rejected(Some(event.id), e)),
+                Err(e) => {
+                    dead.extend(self.dead_letter(&event, &e, &received, principal));
+                    outcomes.push(Outcome::rejected(Some(event.id), e));
+                }
             }
         }
         for o in &outcomes {
@@ -104,13 +112,19 @@ impl Pipeline {
                 metrics::counter!(telemetry::EVENTS_REJECTED, "reason" => e.code).increment(1);
             }
         }
-        if records.is_empty() {
+        if records.is_empty() && dead.is_empty() {
             return outcomes;
         }
         let sink = self.sink.kind();
         metrics::counter!(telemetry::EVENTS_ACCEPTED).increment(records.len() as u64);
         let started = Instant::now();
-        let receipts = self.sink.publish(records).await;
+        // Dead letters ride in the same batch, after the events; their receipts only count.
+        records.extend(dead);
+        let mut receipts = self.sink.publish(records).await;
+        for r in receipts.split_off(record_index.len().min(receipts.len())) {
+            let result = if r.is_ok() { "published" } else { "failed" };
+            metrics::counter!(telemetry::DEAD_LETTERS, "result" => result).increment(1);
+        }
         metrics::histogram!(telemetry::PUBLISH_DURATION, "sink" => sink)
             .record(started.elapsed().as_secs_f64());
         let mut published = 0u64;
@@ -146,26 +160,7 @@ impl Pipeline {
         principal: Option<&Principal>,
     ) -> Record {
         let tenant = principal.map(|p| p.tenant.as_str());
-        let mut headers: Vec<(&'static str, Bytes)> = Vec::with_capacity(10);
-        let mut put =
-            |k: &'static str, v: &str| headers.push((k, Bytes::copy_from_slice(v.as_bytes())));
-        put("ce_specversion", &ev.specversion);
-        put("ce_id", &ev.id);
-        put("ce_source", &ev.source);
-        put("ce_type", &ev.ty);
-        if let Some(t) = &ev.time {
-            put("ce_time", t);
-        }
-        if let Some(s) = &ev.subject {
-            put("ce_subject", s);
-        }
-        if let Some(s) = &ev.dataschema {
-            put("ce_dataschema", s);
-        }
-        match &ev.datacontenttype {
-            Some(ct) => put("content-type", ct),
-            None => headers.push(("content-type", Bytes::from_static(b"application/json"))),
-        }
+        let mut headers = attribute_headers(ev, received, tenant);
         headers.push((
             "sluice_schema_version",
             Bytes::from(schema.version.to_string()),
@@ -173,20 +168,8 @@ impl Pipeline {
         if let Some(id) = schema.id {
             headers.push(("sluice_schema_id", Bytes::from(id.to_string())));
         }
-        headers.push(("sluice_received_time", received.clone()));
-        if let Some(t) = tenant {
-            headers.push(("sluice_tenant", Bytes::copy_from_slice(t.as_bytes())));
-        }
-        let extension_headers = ev
-            .extensions
-            .iter()
-            .map(|(k, v)| (format!("ce_{k}"), Bytes::copy_from_slice(v.as_bytes())))
-            .collect();
         let route = self.router.route(&ev.ty, tenant);
-        let data = ev
-            .data
-            .clone()
-            .unwrap_or_else(|| Bytes::from_static(b"null"));
+        let data = data_bytes(ev);
         let value = match (route.confluent_wire_format, schema.id) {
             (true, Some(id)) => {
                 let mut framed = Vec::with_capacity(5 + data.len());
@@ -202,9 +185,92 @@ impl Pipeline {
             key: Bytes::copy_from_slice(ev.partition_key().as_bytes()),
             value,
             headers,
-            extension_headers,
+            extension_headers: extension_headers(ev),
         }
     }
+
+    /// A rejected event for its route's dead-letter topic, if the route has one and the cap
+    /// allows: the bytes the client sent as `data`, its attributes, and why it was refused.
+    fn dead_letter(
+        &self,
+        ev: &Event,
+        error: &EventError,
+        received: &Bytes,
+        principal: Option<&Principal>,
+    ) -> Option<Record> {
+        let tenant = principal.map(|p| p.tenant.as_str());
+        let topic = self.router.route(&ev.ty, tenant).dead_letter?;
+        if let Some(Err(_)) = self.dead_letter_cap.check("", 1, 0, Instant::now()) {
+            metrics::counter!(telemetry::DEAD_LETTERS, "result" => "capped").increment(1);
+            return None;
+        }
+        let mut headers = attribute_headers(ev, received, tenant);
+        headers.push((
+            "sluice_error_code",
+            Bytes::from_static(error.code.as_bytes()),
+        ));
+        headers.push((
+            "sluice_error_pointer",
+            Bytes::copy_from_slice(error.pointer.as_bytes()),
+        ));
+        headers.push((
+            "sluice_error_message",
+            Bytes::copy_from_slice(error.message.as_bytes()),
+        ));
+        Some(Record {
+            topic,
+            key: Bytes::copy_from_slice(ev.partition_key().as_bytes()),
+            value: data_bytes(ev),
+            headers,
+            extension_headers: extension_headers(ev),
+        })
+    }
+}
+
+fn data_bytes(ev: &Event) -> Bytes {
+    ev.data
+        .clone()
+        .unwrap_or_else(|| Bytes::from_static(b"null"))
+}
+
+fn extension_headers(ev: &Event) -> Vec<(String, Bytes)> {
+    ev.extensions
+        .iter()
+        .map(|(k, v)| (format!("ce_{k}"), Bytes::copy_from_slice(v.as_bytes())))
+        .collect()
+}
+
+/// The event's CloudEvents attributes and Sluice's receipt metadata as record headers.
+fn attribute_headers(
+    ev: &Event,
+    received: &Bytes,
+    tenant: Option<&str>,
+) -> Vec<(&'static str, Bytes)> {
+    let mut headers: Vec<(&'static str, Bytes)> = Vec::with_capacity(12);
+    let mut put =
+        |k: &'static str, v: &str| headers.push((k, Bytes::copy_from_slice(v.as_bytes())));
+    put("ce_specversion", &ev.specversion);
+    put("ce_id", &ev.id);
+    put("ce_source", &ev.source);
+    put("ce_type", &ev.ty);
+    if let Some(t) = &ev.time {
+        put("ce_time", t);
+    }
+    if let Some(s) = &ev.subject {
+        put("ce_subject", s);
+    }
+    if let Some(s) = &ev.dataschema {
+        put("ce_dataschema", s);
+    }
+    match &ev.datacontenttype {
+        Some(ct) => put("content-type", ct),
+        None => headers.push(("content-type", Bytes::from_static(b"application/json"))),
+    }
+    headers.push(("sluice_received_time", received.clone()));
+    if let Some(t) = tenant {
+        headers.push(("sluice_tenant", Bytes::copy_from_slice(t.as_bytes())));
+    }
+    headers
 }
 
 /// `2026-11-23T13:41:00.123Z`, without pulling in a calendar crate.

@@ -101,12 +101,15 @@ pub struct Router {
     rules: Vec<Rule>,
     default: TopicTemplate,
     default_confluent: bool,
+    default_dead_letter: Option<TopicTemplate>,
 }
 
 /// Where one event goes and how its value is framed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     pub topic: String,
+    /// Where events of this route that are refused (validation, authorization) also go.
+    pub dead_letter: Option<String>,
     /// Prefix the value with Confluent's wire format (magic byte 0, 4-byte schema id), so
     /// Confluent deserializers read it.
     pub confluent_wire_format: bool,
@@ -119,6 +122,7 @@ struct Rule {
     tenants: Option<TypePattern>,
     topic: TopicTemplate,
     confluent: bool,
+    dead_letter: Option<TopicTemplate>,
 }
 
 impl Router {
@@ -141,18 +145,32 @@ impl Router {
                     .map_err(|m| (format!("routes.rules[{i}].tenant"), m))?;
                 let topic = TopicTemplate::parse(&r.topic)
                     .map_err(|m| (format!("routes.rules[{i}].topic"), m))?;
+                let dead_letter = r
+                    .dead_letter_topic
+                    .as_deref()
+                    .map(TopicTemplate::parse)
+                    .transpose()
+                    .map_err(|m| (format!("routes.rules[{i}].dead_letter_topic"), m))?;
                 Ok(Rule {
                     types,
                     tenants,
                     topic,
                     confluent: r.confluent_wire_format,
+                    dead_letter,
                 })
             })
             .collect::<Result<_, (String, String)>>()?;
+        let default_dead_letter = config
+            .dead_letter_topic
+            .as_deref()
+            .map(TopicTemplate::parse)
+            .transpose()
+            .map_err(|m| ("routes.dead_letter_topic".to_string(), m))?;
         Ok(Router {
             rules,
             default,
             default_confluent: config.confluent_wire_format,
+            default_dead_letter,
         })
     }
 
@@ -172,10 +190,15 @@ impl Router {
         match rule {
             Some(r) => Route {
                 topic: r.topic.render(ty, tenant),
+                dead_letter: r.dead_letter.as_ref().map(|t| t.render(ty, tenant)),
                 confluent_wire_format: r.confluent,
             },
             None => Route {
                 topic: self.default.render(ty, tenant),
+                dead_letter: self
+                    .default_dead_letter
+                    .as_ref()
+                    .map(|t| t.render(ty, tenant)),
                 confluent_wire_format: self.default_confluent,
             },
         }
@@ -183,7 +206,13 @@ impl Router {
 
     /// Whether any topic depends on the tenant, which only authenticated requests have.
     pub fn uses_tenant(&self) -> bool {
-        self.default.uses_tenant() || self.rules.iter().any(|r| r.topic.uses_tenant())
+        let dl = |t: &Option<TopicTemplate>| t.as_ref().is_some_and(TopicTemplate::uses_tenant);
+        self.default.uses_tenant()
+            || dl(&self.default_dead_letter)
+            || self
+                .rules
+                .iter()
+                .any(|r| r.topic.uses_tenant() || dl(&r.dead_letter))
     }
 }
 
@@ -197,24 +226,29 @@ mod tests {
         let r = Router::from_config(&RoutesConfig {
             default_topic: "events.{type}".into(),
             confluent_wire_format: false,
+            dead_letter_topic: None,
+            dead_letter_rate: 100,
             rules: vec![
                 RouteRule {
                     type_pattern: "checkout.*".into(),
                     tenant: Some("acme".into()),
                     topic: "acme-checkout".into(),
                     confluent_wire_format: true,
+                    dead_letter_topic: None,
                 },
                 RouteRule {
                     type_pattern: "checkout.*".into(),
                     tenant: None,
                     topic: "checkout.{tenant}".into(),
                     confluent_wire_format: false,
+                    dead_letter_topic: None,
                 },
                 RouteRule {
                     type_pattern: "audit.login".into(),
                     tenant: None,
                     topic: "audit-{type}".into(),
                     confluent_wire_format: false,
+                    dead_letter_topic: None,
                 },
             ],
         })
@@ -239,11 +273,14 @@ mod tests {
             Router::from_config(&RoutesConfig {
                 default_topic: default.into(),
                 confluent_wire_format: false,
+                dead_letter_topic: None,
+                dead_letter_rate: 100,
                 rules: vec![RouteRule {
                     type_pattern: "a".into(),
                     tenant: None,
                     topic: rule_topic.into(),
                     confluent_wire_format: false,
+                    dead_letter_topic: None,
                 }],
             })
             .unwrap_err()

@@ -27,6 +27,8 @@ pub const PUBLISH_DURATION: &str = "sluice_publish_duration_seconds";
 pub const PRODUCER_RESTARTS: &str = "sluice_producer_restarts_total";
 /// Events decoded and not yet answered: the autoscaling demand signal.
 pub const INFLIGHT_EVENTS: &str = "sluice_inflight_events";
+/// Rejected events for dead-letter topics, by `result` (`published`, `failed`, `capped`).
+pub const DEAD_LETTERS: &str = "sluice_dead_letters_total";
 /// Request body bytes admitted and not yet answered.
 pub const INFLIGHT_BYTES: &str = "sluice_inflight_bytes";
 /// 1 when /readyz answers 200.
@@ -95,6 +97,10 @@ fn describe() {
     describe_counter!(PRODUCER_RESTARTS, "Producers replaced after a fatal error");
     describe_gauge!(INFLIGHT_EVENTS, "Events decoded and not yet answered");
     describe_gauge!(READY, "1 when /readyz answers 200");
+    describe_counter!(
+        DEAD_LETTERS,
+        "Rejected events for dead-letter topics, by result (published, failed, capped)"
+    );
     describe_gauge!(
         INFLIGHT_BYTES,
         Unit::Bytes,

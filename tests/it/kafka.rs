@@ -218,3 +218,63 @@ async fn kafka_admission_refuses_past_the_inflight_bound_with_retry_after_and_re
     let a = s.send_json(&json!({"type": ty, "data": {"n": 100}})).await;
     assert_eq!(a.status, 200, "{}", a.body);
 }
+
+#[tokio::test]
+async fn kafka_dead_letters_carry_the_error_and_the_bytes_sent_and_are_capped() {
+    let brokers = brokers();
+    let ws = Workspace::new();
+    let (ty, topic) = fresh_type(&ws, &brokers).await;
+    let dlq = format!("dlq.{ty}");
+    create_topic(&brokers, &dlq, 1).await;
+    let mut c = ws.kafka_config(&brokers);
+    c.routes.dead_letter_topic = Some("dlq.{type}".into());
+    c.routes.dead_letter_rate = 2;
+    let s = TestServer::start_ready(c).await;
+
+    // Raw text, so that the bytes (order, spacing) are exactly the client's.
+    let body = format!(
+        r#"[{{"type": "{ty}", "id": "ok-1", "data": {{"n": 1}}}}, {{"type": "{ty}", "id": "bad-1", "data": {{"n": "one",  "kept": "as sent"}}}}]"#
+    );
+    let a = s.send("application/cloudevents-batch+json", body).await;
+    assert_eq!(a.status, 207, "{}", a.body);
+    assert_eq!(
+        a.result(1)["error"]["code"],
+        "schema_violation",
+        "the client is still told"
+    );
+    let dead = consume(&brokers, &dlq, 1, Duration::from_secs(30)).await;
+    assert_eq!(dead.len(), 1);
+    let d = &dead[0];
+    assert_eq!(d.id(), "bad-1");
+    assert_eq!(d.headers["sluice_error_code"], "schema_violation");
+    assert!(
+        d.headers["sluice_error_pointer"].starts_with("/data"),
+        "{:?}",
+        d.headers
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&d.raw_value),
+        r#"{"n": "one",  "kept": "as sent"}"#,
+        "the data bytes as the client sent them"
+    );
+    assert_eq!(
+        consume(&brokers, &topic, 1, Duration::from_secs(10))
+            .await
+            .len(),
+        1,
+        "only the valid event in the topic"
+    );
+
+    // A flood of bad events: at most the cap (2/s, a 1 s burst) reaches the dead-letter topic.
+    let flood: Vec<_> = (0..10)
+        .map(|i| json!({"type": ty, "id": format!("flood-{i}"), "data": {"n": "x"}}))
+        .collect();
+    assert_eq!(s.send_json(&json!(flood)).await.status, 400);
+    let dead = consume(&brokers, &dlq, 12, Duration::from_secs(5)).await;
+    let flooded = dead.iter().filter(|r| r.id().starts_with("flood-")).count();
+    assert!(flooded <= 2, "{flooded} dead letters passed a cap of 2/s");
+    assert!(s
+        .metrics()
+        .await
+        .contains(r#"sluice_dead_letters_total{result="capped"}"#));
+}
