@@ -236,10 +236,17 @@ pub async fn run(
         let handle = app.metrics.clone();
         let app = Arc::downgrade(&app);
         tokio::spawn(async move {
-            // Histograms accumulate samples until upkeep folds them; do it even if nobody scrapes.
-            while app.strong_count() > 0 {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                handle.run_upkeep();
+            // Histograms accumulate samples until upkeep folds them; do it even if nobody
+            // scrapes. The demand gauges are refreshed every second for autoscalers.
+            let mut tick = 0u64;
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let Some(app) = app.upgrade() else { break };
+                app.admission.report_metrics();
+                tick += 1;
+                if tick.is_multiple_of(5) {
+                    handle.run_upkeep();
+                }
             }
         });
     }

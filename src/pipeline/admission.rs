@@ -6,6 +6,7 @@
 //! Bytes are admitted before the body is read (its Content-Length, or the body cap when the
 //! length is unknown), events once they are decoded; both are held until the answer.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,26 @@ pub struct AdmissionControl {
     max_events: usize,
     wait: Duration,
     drain: Mutex<DrainRate>,
+    /// Events decoded and waiting for admission (queued demand).
+    waiting_events: AtomicUsize,
+    /// Requests waiting for byte admission (their events are not decoded yet).
+    waiting_requests: AtomicUsize,
+}
+
+/// Counts a waiter for as long as it waits.
+struct Waiting<'a>(&'a AtomicUsize, usize);
+
+impl<'a> Waiting<'a> {
+    fn new(c: &'a AtomicUsize, n: usize) -> Self {
+        c.fetch_add(n, Ordering::Relaxed);
+        Waiting(c, n)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::Relaxed);
+    }
 }
 
 /// Why a request was not admitted.
@@ -43,12 +64,29 @@ impl AdmissionControl {
             max_events,
             wait,
             drain: Mutex::new(DrainRate::new(Instant::now())),
+            waiting_events: AtomicUsize::new(0),
+            waiting_requests: AtomicUsize::new(0),
         }
+    }
+
+    /// Demand, the autoscaling signal: events in flight plus events waiting for admission.
+    pub fn demand_events(&self) -> usize {
+        self.max_events
+            .saturating_sub(self.events.available_permits())
+            + self.waiting_events.load(Ordering::Relaxed)
+    }
+
+    /// Sets the demand gauges; called every second.
+    pub fn report_metrics(&self) {
+        metrics::gauge!(telemetry::DEMAND_EVENTS).set(self.demand_events() as f64);
+        metrics::gauge!(telemetry::ADMISSION_WAITING_REQUESTS)
+            .set(self.waiting_requests.load(Ordering::Relaxed) as f64);
     }
 
     /// Admits `bytes` of body, waiting at most the admission wait.
     pub async fn admit_bytes(&self, bytes: u64) -> Result<BytesPermit<'_>, Overloaded> {
         let kib = u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+        let _waiting = Waiting::new(&self.waiting_requests, 1);
         match tokio::time::timeout(self.wait, self.kib.acquire_many(kib)).await {
             Ok(Ok(permit)) => {
                 metrics::gauge!(telemetry::INFLIGHT_BYTES).increment(f64::from(kib) * 1024.0);
@@ -61,6 +99,7 @@ impl AdmissionControl {
     /// Admits `n` decoded events, waiting at most the admission wait.
     pub async fn admit_events(&self, n: usize) -> Result<EventsPermit<'_>, Overloaded> {
         let want = u32::try_from(n.max(1)).unwrap_or(u32::MAX);
+        let _waiting = Waiting::new(&self.waiting_events, n);
         match tokio::time::timeout(self.wait, self.events.acquire_many(want)).await {
             Ok(Ok(permit)) => Ok(EventsPermit {
                 permit,
@@ -205,6 +244,7 @@ mod tests {
 
     #[tokio::test]
     async fn over_the_bound_waits_then_is_refused() {
+        use std::future::Future;
         let a = AdmissionControl::new(10, 1024 * 1024, Duration::from_millis(50));
         let held = a.admit_events(8).await.unwrap();
         let started = Instant::now();
@@ -212,10 +252,16 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(50));
         assert_eq!(refused.retry_after, 30, "nothing has drained yet");
         drop(held);
-        assert!(
-            a.admit_events(10).await.is_ok(),
-            "released permits are reused"
-        );
+        let held = a.admit_events(10).await.unwrap();
+        assert_eq!(a.demand_events(), 10);
+        let mut waiting = Box::pin(a.admit_events(4));
+        let waker = futures_util::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(a.demand_events(), 14, "in flight plus queued");
+        drop(held);
+        assert!(waiting.await.is_ok(), "released permits are reused");
+        assert_eq!(a.demand_events(), 0);
         let _big = a.admit_bytes(1024 * 1024).await.unwrap();
         assert!(
             a.admit_bytes(1).await.is_err(),

@@ -29,6 +29,10 @@ pub const PRODUCER_RESTARTS: &str = "sluice_producer_restarts_total";
 pub const INFLIGHT_EVENTS: &str = "sluice_inflight_events";
 /// Rejected events for dead-letter topics, by `result` (`published`, `failed`, `capped`).
 pub const DEAD_LETTERS: &str = "sluice_dead_letters_total";
+/// Demand, the autoscaling signal: events in flight plus events waiting for admission.
+pub const DEMAND_EVENTS: &str = "sluice_demand_events";
+/// Requests waiting for admission before their body is read.
+pub const ADMISSION_WAITING_REQUESTS: &str = "sluice_admission_waiting_requests";
 /// Request body bytes admitted and not yet answered.
 pub const INFLIGHT_BYTES: &str = "sluice_inflight_bytes";
 /// 1 when /readyz answers 200.
@@ -97,6 +101,14 @@ fn describe() {
     describe_counter!(PRODUCER_RESTARTS, "Producers replaced after a fatal error");
     describe_gauge!(INFLIGHT_EVENTS, "Events decoded and not yet answered");
     describe_gauge!(READY, "1 when /readyz answers 200");
+    describe_gauge!(
+        DEMAND_EVENTS,
+        "Events in flight plus events waiting for admission (the autoscaling signal)"
+    );
+    describe_gauge!(
+        ADMISSION_WAITING_REQUESTS,
+        "Requests waiting for admission before their body is read"
+    );
     describe_counter!(
         DEAD_LETTERS,
         "Rejected events for dead-letter topics, by result (published, failed, capped)"
