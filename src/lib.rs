@@ -8,6 +8,7 @@
 //! - [`event`]: CloudEvents decoding (single, batch, NDJSON, binary) and request limits.
 //! - [`registry`]: schema stores and the lock-free cache of compiled validators.
 //! - [`pipeline`]: validate, route, build records, publish, per-event outcomes.
+//! - [`spool`]: the on-disk write-ahead log for when the sink is down (format and recovery).
 //! - [`sink`]: the `Sink` trait and its Kafka, file and blackhole implementations.
 //! - [`telemetry`]: metric names and logging setup.
 //! - [`error`]: the API error shape.
@@ -23,6 +24,7 @@ pub mod http;
 pub mod pipeline;
 pub mod registry;
 pub mod sink;
+pub mod spool;
 pub mod telemetry;
 
 use std::future::Future;
