@@ -61,6 +61,16 @@ impl ApiError {
     }
 }
 
+/// `RateLimit-*` headers (draft-ietf-httpapi-ratelimit-headers) for a per-second budget.
+pub fn rate_limit_headers(h: &mut axum::http::HeaderMap, limit: u64, remaining: u64, reset: u64) {
+    h.insert("ratelimit-limit", HeaderValue::from(limit));
+    h.insert("ratelimit-remaining", HeaderValue::from(remaining));
+    h.insert("ratelimit-reset", HeaderValue::from(reset));
+    if let Ok(v) = HeaderValue::from_str(&format!("{limit};w=1")) {
+        h.insert("ratelimit-policy", v);
+    }
+}
+
 pub fn retry_after_header(secs: u64) -> (header::HeaderName, HeaderValue) {
     (header::RETRY_AFTER, HeaderValue::from(secs))
 }
@@ -79,14 +89,7 @@ impl IntoResponse for ApiError {
             resp.headers_mut().insert(k, v);
         }
         if let Some((limit, remaining, reset)) = self.rate_limit {
-            // draft-ietf-httpapi-ratelimit-headers.
-            let h = resp.headers_mut();
-            h.insert("ratelimit-limit", HeaderValue::from(limit));
-            h.insert("ratelimit-remaining", HeaderValue::from(remaining));
-            h.insert("ratelimit-reset", HeaderValue::from(reset));
-            if let Ok(v) = HeaderValue::from_str(&format!("{limit};w=1")) {
-                h.insert("ratelimit-policy", v);
-            }
+            rate_limit_headers(resp.headers_mut(), limit, remaining, reset);
         }
         resp
     }

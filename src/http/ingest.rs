@@ -17,6 +17,7 @@ use crate::auth::Principal;
 use crate::error::{retry_after_header, ApiError, ErrorBody};
 use crate::event::body::{self, BodyError, Encoding};
 use crate::event::{self, BodyFormat, Decoded, RequestError};
+use crate::pipeline::ratelimit::Budget;
 use crate::pipeline::Outcome;
 use crate::telemetry;
 
@@ -61,7 +62,14 @@ pub async fn ingest(
 ) -> Response {
     let principal = principal.map(|Extension(p)| p);
     match accept(&app, principal.as_deref(), &headers, body).await {
-        Ok(outcomes) => respond(&outcomes, app.admission.retry_after()),
+        Ok((outcomes, budget)) => {
+            let mut resp = respond(&outcomes, app.admission.retry_after());
+            // Clients see their budget on every answer, not only when it runs out.
+            if let Some(b) = budget {
+                crate::error::rate_limit_headers(resp.headers_mut(), b.limit, b.remaining, b.reset);
+            }
+            resp
+        }
         Err(e) => {
             // Nothing in the request was accepted; count it once, under the code sent.
             metrics::counter!(telemetry::EVENTS_REJECTED, "reason" => e.code).increment(1);
@@ -75,7 +83,7 @@ async fn accept(
     principal: Option<&Principal>,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Vec<Outcome>, ApiError> {
+) -> Result<(Vec<Outcome>, Option<Budget>), ApiError> {
     let limits = &app.config.limits;
     let header_str = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
 
@@ -155,18 +163,21 @@ async fn accept(
     };
 
     let n = decoded.len();
+    let mut budget = None;
     if app.rate_limits.is_active() {
         let tenant = principal.map_or("", |p| p.tenant.as_str());
-        if let Some(Err(b)) =
-            app.rate_limits
-                .check(tenant, n as u64, raw_len as u64, std::time::Instant::now())
+        match app
+            .rate_limits
+            .check(tenant, n as u64, raw_len as u64, std::time::Instant::now())
         {
-            return Err(rate_limited(b));
+            Some(Err(b)) => return Err(rate_limited(b)),
+            Some(Ok(b)) => budget = Some(b),
+            None => {}
         }
     }
     let _events = app.admission.admit_events(n).await.map_err(overloaded)?;
     let _inflight = InflightGuard::new(n);
-    Ok(app.pipeline.process(decoded, principal).await)
+    Ok((app.pipeline.process(decoded, principal).await, budget))
 }
 
 async fn read_body(
@@ -202,7 +213,7 @@ async fn read_body(
     }
 }
 
-fn rate_limited(b: crate::pipeline::ratelimit::Budget) -> ApiError {
+fn rate_limited(b: Budget) -> ApiError {
     let mut e = ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "rate_limited",

@@ -678,7 +678,20 @@ async fn rate_limits_are_per_tenant_with_429_retry_after_and_ratelimit_headers()
             .collect::<Vec<_>>())
     };
 
-    assert_eq!(send_as(&s, Some(&key_a), &batch(4)).await.status, 200);
+    let first = s
+        .post()
+        .header("x-api-key", &key_a)
+        .header("content-type", "application/cloudevents-batch+json")
+        .body(batch(4).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(
+        first.headers()["ratelimit-remaining"],
+        "1",
+        "the budget is shown on success too"
+    );
     let resp = s
         .post()
         .header("authorization", format!("Bearer {key_a}"))
