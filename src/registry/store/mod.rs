@@ -217,6 +217,19 @@ fn pick(
     }
 }
 
+/// The version numbers a listing shows; a subject with none is not found.
+fn listed(all: &History, subject: &str, include_deleted: bool) -> Result<Vec<u32>, StoreError> {
+    let v: Vec<u32> = all
+        .iter()
+        .filter(|(_, d)| include_deleted || !d)
+        .map(|(n, _)| *n)
+        .collect();
+    if v.is_empty() {
+        return Err(StoreError::SubjectNotFound(subject.into()));
+    }
+    Ok(v)
+}
+
 /// The versions a subject delete removes: soft deletes need a live version, permanent ones
 /// need every version soft-deleted first.
 fn subject_deletion(all: &History, subject: &str, permanent: bool) -> Result<Vec<u32>, StoreError> {

@@ -320,16 +320,7 @@ impl RegistryStore for PostgresStore {
 
     async fn versions(&self, subject: &str, include_deleted: bool) -> Result<Vec<u32>, StoreError> {
         let c = self.client().await?;
-        let v: Vec<u32> = all_versions(&*c, subject)
-            .await?
-            .into_iter()
-            .filter(|(_, d)| include_deleted || !d)
-            .map(|(n, _)| n)
-            .collect();
-        if v.is_empty() {
-            return Err(StoreError::SubjectNotFound(subject.into()));
-        }
-        Ok(v)
+        super::listed(&all_versions(&*c, subject).await?, subject, include_deleted)
     }
 
     async fn version(

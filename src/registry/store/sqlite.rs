@@ -214,16 +214,7 @@ impl RegistryStore for SqliteStore {
     }
 
     async fn versions(&self, subject: &str, include_deleted: bool) -> Result<Vec<u32>, StoreError> {
-        self.with(|c| {
-            let v: Vec<u32> = live_versions(c, subject, include_deleted)?
-                .into_iter()
-                .map(|(n, _)| n)
-                .collect();
-            if v.is_empty() {
-                return Err(StoreError::SubjectNotFound(subject.into()));
-            }
-            Ok(v)
-        })
+        self.with(|c| super::listed(&live_versions(c, subject, true)?, subject, include_deleted))
     }
 
     async fn version(
