@@ -51,6 +51,7 @@ const SECTIONS: &[&str] = &[
     "auth",
     "registry",
     "rate_limits",
+    "spool",
     "log",
 ];
 
@@ -67,6 +68,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub registry: RegistryConfig,
     pub rate_limits: RateLimitsConfig,
+    pub spool: SpoolConfig,
     pub log: LogConfig,
 }
 
@@ -239,6 +241,10 @@ pub struct RoutesConfig {
     pub dead_letter_topic: Option<String>,
     /// Dead letters per second, process-wide, before they are dropped (and counted).
     pub dead_letter_rate: u64,
+    /// When events no rule matches are answered 2xx: after the broker acknowledged them
+    /// (`broker`, spooling only while the broker is down or slow) or once they are in the
+    /// disk spool (`spool`). `spool` needs `spool.enabled`.
+    pub ack: Ack,
     /// First match wins.
     pub rules: Vec<RouteRule>,
 }
@@ -250,6 +256,7 @@ impl Default for RoutesConfig {
             confluent_wire_format: false,
             dead_letter_topic: None,
             dead_letter_rate: 100,
+            ack: Ack::Broker,
             rules: Vec::new(),
         }
     }
@@ -272,6 +279,50 @@ pub struct RouteRule {
     /// This rule's dead-letter topic (template).
     #[serde(default)]
     pub dead_letter_topic: Option<String>,
+    /// This rule's acknowledgement mode; unset: `routes.ack`.
+    #[serde(default)]
+    pub ack: Option<Ack>,
+}
+
+/// When a 2xx is sent for an event: see docs/delivery.md.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ack {
+    /// After the broker acknowledged it (`acks=all`); into the spool only while the broker is
+    /// unreachable or slower than `spool.ack_timeout`, when the spool is enabled.
+    #[default]
+    Broker,
+    /// Once it is fsynced in the local spool; replayed to the broker in the background.
+    Spool,
+}
+
+/// The disk spool: a write-ahead log on local disk for when the sink is down or slow.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpoolConfig {
+    pub enabled: bool,
+    pub dir: PathBuf,
+    /// Disk quota; when full, requests that would need the spool get 503 + Retry-After.
+    pub max_bytes: ByteSize,
+    /// Segment files roll at this size; a segment is deleted once all its records are acked.
+    pub segment_bytes: ByteSize,
+    /// With `ack = "broker"`: how long to wait for the broker before spooling instead.
+    pub ack_timeout: HumanDuration,
+    /// Records per publish while replaying.
+    pub replay_batch: usize,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            dir: PathBuf::from("data/spool"),
+            max_bytes: ByteSize(GIB),
+            segment_bytes: ByteSize(8 * MIB),
+            ack_timeout: HumanDuration::from_secs(2),
+            replay_batch: 500,
+        }
+    }
 }
 
 /// Per-tenant rate limits (token buckets). 0 means unlimited.
@@ -731,6 +782,35 @@ impl Config {
                 "frames values in binary, which the file sink (NDJSON) cannot hold; use it with kafka",
             ));
         }
+        let spool_acked = self.routes.ack == Ack::Spool
+            || self.routes.rules.iter().any(|r| r.ack == Some(Ack::Spool));
+        if spool_acked && !self.spool.enabled {
+            return Err(field_error(
+                "routes.ack",
+                "is \"spool\" for some route but spool.enabled is false",
+            ));
+        }
+        if self.spool.enabled {
+            let sp = &self.spool;
+            if sp.max_bytes.0 < self.limits.max_body_bytes.0 * 2 {
+                return Err(field_error(
+                    "spool.max_bytes",
+                    "must be at least twice limits.max_body_bytes",
+                ));
+            }
+            if sp.segment_bytes.0 == 0 || sp.segment_bytes.0 > sp.max_bytes.0 {
+                return Err(field_error(
+                    "spool.segment_bytes",
+                    "must be greater than 0 and at most spool.max_bytes",
+                ));
+            }
+            if sp.replay_batch == 0 {
+                return Err(field_error("spool.replay_batch", "must be greater than 0"));
+            }
+            if sp.ack_timeout.0.is_zero() {
+                return Err(field_error("spool.ack_timeout", "must be greater than 0"));
+            }
+        }
         if router.uses_tenant() && self.auth.effective_mode() == AuthMode::Disabled {
             return Err(field_error(
                 "routes",
@@ -1042,6 +1122,13 @@ mod tests {
         assert_eq!(c.auth.cors.max_age.0, d.auth.cors.max_age.0);
         assert_eq!(c.auth.token_cache_ttl.0, d.auth.token_cache_ttl.0);
         assert_eq!(c.auth.max_token_bytes, d.auth.max_token_bytes);
+        assert_eq!(c.routes.ack, d.routes.ack);
+        assert_eq!(c.spool.enabled, d.spool.enabled);
+        assert_eq!(c.spool.dir, d.spool.dir);
+        assert_eq!(c.spool.max_bytes, d.spool.max_bytes);
+        assert_eq!(c.spool.segment_bytes, d.spool.segment_bytes);
+        assert_eq!(c.spool.ack_timeout.0, d.spool.ack_timeout.0);
+        assert_eq!(c.spool.replay_batch, d.spool.replay_batch);
     }
 
     #[test]

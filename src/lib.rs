@@ -84,6 +84,7 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
         .map_err(|(field, msg)| anyhow::anyhow!("config field `{field}`: {msg}"))?;
     auth.start().await;
     let sink = sink::from_config(&config).await?;
+    let spool = open_spool(&config, &sink)?;
     let validators = Arc::new(validators);
     watch_registry(
         registry.clone(),
@@ -112,11 +113,39 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
             }),
             router,
             sink,
+            spool,
+            ack_timeout: config.spool.ack_timeout.0,
         },
         metrics,
         shutting_down: AtomicBool::new(false),
         config,
     }))
+}
+
+/// Opens the spool when enabled and starts replaying what an earlier run left in it.
+fn open_spool(
+    config: &Config,
+    sink: &Arc<dyn sink::Sink>,
+) -> anyhow::Result<Option<Arc<spool::Spool>>> {
+    let c = &config.spool;
+    if !c.enabled {
+        return Ok(None);
+    }
+    let (spool, found) = spool::Spool::open(&c.dir, c.max_bytes.0, c.segment_bytes.0)
+        .with_context(|| format!("opening the spool (spool.dir {})", c.dir.display()))?;
+    if found.backlog_bytes > 0 {
+        tracing::warn!(
+            segments = found.segments,
+            backlog_bytes = found.backlog_bytes,
+            dir = %c.dir.display(),
+            "spool holds records from an earlier run; replaying them"
+        );
+    } else {
+        tracing::info!(dir = %c.dir.display(), max_bytes = c.max_bytes.0, "spool enabled");
+    }
+    let spool = Arc::new(spool);
+    spool::replay::spawn(&spool, sink, c.replay_batch);
+    Ok(Some(spool))
 }
 
 /// Reloads the validators when the registry's epoch moves (a change through any replica),
@@ -245,6 +274,9 @@ pub async fn run(
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let Some(app) = app.upgrade() else { break };
                 app.admission.report_metrics();
+                if let Some(s) = &app.pipeline.spool {
+                    s.report_metrics();
+                }
                 tick += 1;
                 if tick.is_multiple_of(5) {
                     handle.run_upkeep();
@@ -299,6 +331,20 @@ pub async fn run(
     {
         Ok(()) => tracing::info!("shutdown: sink flushed"),
         Err(e) => tracing::warn!(error = %e, "shutdown: sink flush incomplete"),
+    }
+    if let Some(spool) = &app.pipeline.spool {
+        // Replay goes on until the grace period ends; what is left stays on disk for the
+        // next start.
+        while spool.has_backlog() && Instant::now() < started + grace {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let left = spool.backlog_bytes();
+        if left > 0 {
+            tracing::warn!(
+                backlog_bytes = left,
+                "shutdown: spooled records not replayed yet stay in the spool for the next start"
+            );
+        }
     }
     Ok(())
 }

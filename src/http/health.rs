@@ -18,11 +18,12 @@ pub async fn healthz() -> impl IntoResponse {
 }
 
 pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
-    let sink = app.sink_ready();
+    let sink = app.pipeline.sink.is_ready();
+    let durable = app.sink_ready();
     let schemas = app.pipeline.validators.catalog().len();
     let shutting_down = app.is_shutting_down();
     let auth = app.auth.is_ready();
-    let ready = sink && auth && !shutting_down;
+    let ready = durable && auth && !shutting_down;
     metrics::gauge!(telemetry::READY).set(if ready { 1.0 } else { 0.0 });
     let status = if ready {
         StatusCode::OK
@@ -33,6 +34,11 @@ pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
         "status": if ready { "ready" } else { "not_ready" },
         "checks": {
             "sink": {"kind": app.pipeline.sink.kind(), "ready": sink},
+            "spool": app.pipeline.spool.as_ref().map(|s| json!({
+                "bytes": s.bytes(),
+                "backlog_bytes": s.backlog_bytes(),
+                "has_room": s.has_room(app.config.limits.max_body_bytes.0),
+            })),
             "schemas": {"loaded": schemas},
             "auth": {"keys_loaded": auth},
             "shutting_down": shutting_down,

@@ -111,7 +111,7 @@ async fn accept(
     if !app.sink_ready() {
         return Err(ApiError::unavailable(
             "sink_unavailable",
-            "the event sink is unreachable; nothing was accepted",
+            "the event sink is unreachable (and the spool, if enabled, is full); nothing was accepted",
             app.admission.retry_after(),
         ));
     }
@@ -288,9 +288,20 @@ fn respond(outcomes: &[Outcome], retry_after: u64) -> Response {
             outcomes.iter().any(|o| o.retriable),
         )
     } else if outcomes.iter().any(|o| o.retriable) {
-        let e = ErrorBody {
-            code: "sink_unavailable",
-            message: "no event could be made durable; retry later",
+        let spool_full = outcomes
+            .iter()
+            .filter(|o| o.retriable)
+            .all(|o| o.error.as_ref().is_some_and(|e| e.code == "spool_full"));
+        let e = if spool_full {
+            ErrorBody {
+                code: "spool_full",
+                message: "the sink is unavailable and the spool is full; retry later",
+            }
+        } else {
+            ErrorBody {
+                code: "sink_unavailable",
+                message: "no event could be made durable; retry later",
+            }
         };
         (StatusCode::SERVICE_UNAVAILABLE, Some(e), true)
     } else {

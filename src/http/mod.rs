@@ -42,8 +42,14 @@ pub struct App {
 }
 
 impl App {
+    /// Whether events can be made durable now: the sink is up, or the spool has room.
     pub fn sink_ready(&self) -> bool {
         self.pipeline.sink.is_ready()
+            || self
+                .pipeline
+                .spool
+                .as_ref()
+                .is_some_and(|s| s.has_room(self.config.limits.max_body_bytes.0))
     }
 
     pub fn is_shutting_down(&self) -> bool {

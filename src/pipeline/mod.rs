@@ -9,16 +9,18 @@ pub mod ratelimit;
 mod route;
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
 pub use route::Router;
 
 use crate::auth::Principal;
+use crate::config::Ack;
 use crate::event::{Decoded, Event, EventError};
 use crate::registry::{CompiledSchema, ValidatorCache};
-use crate::sink::{Record, Sink};
+use crate::sink::{DeliveryError, Record, Sink};
+use crate::spool::{Spool, SpoolError};
 use crate::telemetry;
 pub use ratelimit::RateLimiter;
 
@@ -59,6 +61,18 @@ pub struct Pipeline {
     pub sink: Arc<dyn Sink>,
     /// Caps dead letters per second, so that a broken client cannot flood the topic.
     pub dead_letter_cap: ratelimit::RateLimiter,
+    /// The disk spool, when enabled: for `ack = "spool"` routes, and for the others while the
+    /// sink is down, slow, or still replaying what was spooled before.
+    pub spool: Option<Arc<Spool>>,
+    /// `ack = "broker"` with a spool: how long to wait for the sink before spooling instead.
+    pub ack_timeout: Duration,
+}
+
+/// Where an accepted record became durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durable {
+    Sink,
+    Spool,
 }
 
 impl Pipeline {
@@ -69,6 +83,7 @@ impl Pipeline {
         let catalog = self.validators.catalog();
         let mut outcomes = Vec::with_capacity(decoded.len());
         let mut records = Vec::with_capacity(decoded.len());
+        let mut acks = Vec::with_capacity(decoded.len());
         let mut record_index = Vec::with_capacity(decoded.len());
         let mut dead = Vec::new();
         for item in decoded {
@@ -98,7 +113,9 @@ impl Pipeline {
             match ValidatorCache::validate(&catalog, &event) {
                 Ok(schema) => {
                     record_index.push(outcomes.len());
-                    records.push(self.record(&event, schema, &received, principal));
+                    let (record, ack) = self.record(&event, schema, &received, principal);
+                    records.push(record);
+                    acks.push(ack);
                     outcomes.push(Outcome::accepted(event.id));
                 }
                 Err(e) => {
@@ -119,8 +136,9 @@ impl Pipeline {
         metrics::counter!(telemetry::EVENTS_ACCEPTED).increment(records.len() as u64);
         let started = Instant::now();
         // Dead letters ride in the same batch, after the events; their receipts only count.
+        acks.resize(records.len() + dead.len(), Ack::Broker);
         records.extend(dead);
-        let mut receipts = self.sink.publish(records).await;
+        let mut receipts = self.deliver(records, &acks).await;
         for r in receipts.split_off(record_index.len().min(receipts.len())) {
             let result = if r.is_ok() { "published" } else { "failed" };
             metrics::counter!(telemetry::DEAD_LETTERS, "result" => result).increment(1);
@@ -130,7 +148,8 @@ impl Pipeline {
         let mut published = 0u64;
         for (i, receipt) in record_index.into_iter().zip(receipts) {
             match receipt {
-                Ok(()) => published += 1,
+                Ok(Durable::Sink) => published += 1,
+                Ok(Durable::Spool) => {}
                 Err(e) => {
                     metrics::counter!(telemetry::PUBLISH_FAILURES, "sink" => sink, "reason" => e.code()).increment(1);
                     // Retriable failures are the sink being unavailable (503 + Retry-After);
@@ -150,6 +169,82 @@ impl Pipeline {
         outcomes
     }
 
+    /// Makes `records` durable: in the sink, or in the spool per route and sink health.
+    /// One receipt per record, in order.
+    async fn deliver(
+        &self,
+        records: Vec<Record>,
+        acks: &[Ack],
+    ) -> Vec<Result<Durable, DeliveryError>> {
+        let Some(spool) = &self.spool else {
+            let receipts = self.sink.publish(records).await;
+            return receipts
+                .into_iter()
+                .map(|r| r.map(|()| Durable::Sink))
+                .collect();
+        };
+        let mut out: Vec<Option<Result<Durable, DeliveryError>>> = vec![None; records.len()];
+        // Anything still waiting in the spool goes first, or a key's newer events would
+        // overtake its older ones; a sink known to be down is not worth the wait.
+        let detour = if spool.has_backlog() {
+            Some("backlog")
+        } else if !self.sink.is_ready() {
+            Some("sink_down")
+        } else {
+            None
+        };
+        let mut to_spool: Vec<(usize, &'static str)> = Vec::new();
+        let mut direct = Vec::new();
+        for (i, ack) in acks.iter().enumerate() {
+            match (ack, detour) {
+                (Ack::Spool, _) => to_spool.push((i, "ack_spool")),
+                (Ack::Broker, Some(reason)) => to_spool.push((i, reason)),
+                (Ack::Broker, None) => direct.push(i),
+            }
+        }
+        if !direct.is_empty() {
+            let batch = direct.iter().map(|&i| records[i].clone()).collect();
+            let deadline = tokio::time::Instant::now() + self.ack_timeout;
+            let receipts = self.sink.publish_until(batch, deadline).await;
+            for (i, r) in direct.into_iter().zip(receipts) {
+                match r {
+                    Ok(()) => out[i] = Some(Ok(Durable::Sink)),
+                    Err(e) if e.retriable() => to_spool.push((i, "sink_failed")),
+                    Err(e) => out[i] = Some(Err(e)),
+                }
+            }
+        }
+        if !to_spool.is_empty() {
+            to_spool.sort_by_key(|(i, _)| *i);
+            let batch: Vec<Record> = to_spool.iter().map(|(i, _)| records[*i].clone()).collect();
+            let result = match spool.append(&batch).await {
+                Ok(()) => {
+                    for (_, reason) in &to_spool {
+                        metrics::counter!(telemetry::SPOOL_APPENDED, "reason" => *reason)
+                            .increment(1);
+                    }
+                    Ok(Durable::Spool)
+                }
+                Err(SpoolError::Full { .. }) => {
+                    metrics::counter!(telemetry::SPOOL_REFUSED, "reason" => "full")
+                        .increment(batch.len() as u64);
+                    Err(DeliveryError::SpoolFull)
+                }
+                Err(e) => {
+                    metrics::counter!(telemetry::SPOOL_REFUSED, "reason" => "io")
+                        .increment(batch.len() as u64);
+                    Err(DeliveryError::SpoolFailed(e.to_string()))
+                }
+            };
+            for (i, _) in to_spool {
+                out[i] = Some(result.clone());
+            }
+        }
+        out.into_iter()
+            .map(|o| o.expect("every record has a receipt"))
+            .collect()
+    }
+
     /// The CloudEvents Kafka binding in binary mode: `data` is the value, attributes are
     /// `ce_`-prefixed headers, plus Sluice's own metadata.
     fn record(
@@ -158,7 +253,7 @@ impl Pipeline {
         schema: &CompiledSchema,
         received: &Bytes,
         principal: Option<&Principal>,
-    ) -> Record {
+    ) -> (Record, Ack) {
         let tenant = principal.map(|p| p.tenant.as_str());
         let mut headers = attribute_headers(ev, received, tenant);
         headers.push((
@@ -180,13 +275,14 @@ impl Pipeline {
             }
             _ => data,
         };
-        Record {
+        let record = Record {
             topic: route.topic,
             key: Bytes::copy_from_slice(ev.partition_key().as_bytes()),
             value,
             headers,
             extension_headers: extension_headers(ev),
-        }
+        };
+        (record, route.ack)
     }
 
     /// A rejected event for its route's dead-letter topic, if the route has one and the cap

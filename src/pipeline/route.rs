@@ -1,7 +1,7 @@
 //! Routing: which topic an event goes to, from its type and its sender's tenant. Rules are
 //! checked in order, first match wins; the default template applies otherwise.
 
-use crate::config::RoutesConfig;
+use crate::config::{Ack, RoutesConfig};
 use crate::event::TypePattern;
 
 /// Kafka's limit on topic name length.
@@ -102,6 +102,7 @@ pub struct Router {
     default: TopicTemplate,
     default_confluent: bool,
     default_dead_letter: Option<TopicTemplate>,
+    default_ack: Ack,
 }
 
 /// Where one event goes and how its value is framed.
@@ -113,6 +114,8 @@ pub struct Route {
     /// Prefix the value with Confluent's wire format (magic byte 0, 4-byte schema id), so
     /// Confluent deserializers read it.
     pub confluent_wire_format: bool,
+    /// When its events are answered 2xx.
+    pub ack: Ack,
 }
 
 #[derive(Debug, Clone)]
@@ -123,6 +126,7 @@ struct Rule {
     topic: TopicTemplate,
     confluent: bool,
     dead_letter: Option<TopicTemplate>,
+    ack: Ack,
 }
 
 impl Router {
@@ -157,6 +161,7 @@ impl Router {
                     topic,
                     confluent: r.confluent_wire_format,
                     dead_letter,
+                    ack: r.ack.unwrap_or(config.ack),
                 })
             })
             .collect::<Result<_, (String, String)>>()?;
@@ -171,6 +176,7 @@ impl Router {
             default,
             default_confluent: config.confluent_wire_format,
             default_dead_letter,
+            default_ack: config.ack,
         })
     }
 
@@ -192,6 +198,7 @@ impl Router {
                 topic: r.topic.render(ty, tenant),
                 dead_letter: r.dead_letter.as_ref().map(|t| t.render(ty, tenant)),
                 confluent_wire_format: r.confluent,
+                ack: r.ack,
             },
             None => Route {
                 topic: self.default.render(ty, tenant),
@@ -200,6 +207,7 @@ impl Router {
                     .as_ref()
                     .map(|t| t.render(ty, tenant)),
                 confluent_wire_format: self.default_confluent,
+                ack: self.default_ack,
             },
         }
     }
@@ -228,6 +236,7 @@ mod tests {
             confluent_wire_format: false,
             dead_letter_topic: None,
             dead_letter_rate: 100,
+            ack: Ack::Broker,
             rules: vec![
                 RouteRule {
                     type_pattern: "checkout.*".into(),
@@ -235,6 +244,7 @@ mod tests {
                     topic: "acme-checkout".into(),
                     confluent_wire_format: true,
                     dead_letter_topic: None,
+                    ack: None,
                 },
                 RouteRule {
                     type_pattern: "checkout.*".into(),
@@ -242,6 +252,7 @@ mod tests {
                     topic: "checkout.{tenant}".into(),
                     confluent_wire_format: false,
                     dead_letter_topic: None,
+                    ack: None,
                 },
                 RouteRule {
                     type_pattern: "audit.login".into(),
@@ -249,10 +260,13 @@ mod tests {
                     topic: "audit-{type}".into(),
                     confluent_wire_format: false,
                     dead_letter_topic: None,
+                    ack: Some(Ack::Spool),
                 },
             ],
         })
         .unwrap();
+        assert_eq!(r.route("audit.login", None).ack, Ack::Spool);
+        assert_eq!(r.route("other", None).ack, Ack::Broker);
         assert!(r.uses_tenant());
         assert!(r.route("checkout.paid", Some("acme")).confluent_wire_format);
         assert!(!r.route("checkout.paid", Some("x")).confluent_wire_format);
@@ -275,12 +289,14 @@ mod tests {
                 confluent_wire_format: false,
                 dead_letter_topic: None,
                 dead_letter_rate: 100,
+                ack: Ack::Broker,
                 rules: vec![RouteRule {
                     type_pattern: "a".into(),
                     tenant: None,
                     topic: rule_topic.into(),
                     confluent_wire_format: false,
                     dead_letter_topic: None,
+                    ack: None,
                 }],
             })
             .unwrap_err()

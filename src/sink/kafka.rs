@@ -205,6 +205,15 @@ impl Sink for KafkaSink {
         // record reported failed here may still be written later (so a client retry can make a
         // duplicate), but nothing is ever acknowledged before its broker ack.
         let deadline = tokio::time::Instant::now() + self.inner.delivery_timeout;
+        self.publish_until(records, deadline).await
+    }
+
+    async fn publish_until(
+        &self,
+        records: Vec<Record>,
+        deadline: tokio::time::Instant,
+    ) -> Receipts {
+        let deadline = deadline.min(tokio::time::Instant::now() + self.inner.delivery_timeout);
         let producer = self.inner.producer.load_full();
         // Enqueue everything first (non-blocking), then wait: the batch shares linger time.
         let mut pending = Vec::with_capacity(records.len());

@@ -61,6 +61,12 @@ pub enum DeliveryError {
     Rejected(String),
     #[error("delivery failed: {0}")]
     Failed(String),
+    /// The sink could not take the record and the spool is full.
+    #[error("the sink is unavailable and the spool is full")]
+    SpoolFull,
+    /// The sink could not take the record and writing it to the spool failed.
+    #[error("the sink is unavailable and the spool failed: {0}")]
+    SpoolFailed(String),
 }
 
 impl DeliveryError {
@@ -71,6 +77,8 @@ impl DeliveryError {
             DeliveryError::TimedOut(_) => "delivery_timeout",
             DeliveryError::Rejected(_) => "delivery_rejected",
             DeliveryError::Failed(_) => "delivery_failed",
+            DeliveryError::SpoolFull => "spool_full",
+            DeliveryError::SpoolFailed(_) => "spool_failed",
         }
     }
 
@@ -90,6 +98,17 @@ pub trait Sink: Send + Sync + 'static {
 
     /// Publishes the records and waits until each is durable or has failed.
     async fn publish(&self, records: Vec<Record>) -> Receipts;
+
+    /// [`Sink::publish`], but stops waiting at `deadline`: records not acknowledged by then
+    /// are reported [`DeliveryError::TimedOut`] (and may still become durable later). Sinks
+    /// that always answer quickly need not override it.
+    async fn publish_until(
+        &self,
+        records: Vec<Record>,
+        _deadline: tokio::time::Instant,
+    ) -> Receipts {
+        self.publish(records).await
+    }
 
     /// Cheap, non-blocking: can the sink take records now? Background probes keep it current.
     fn is_ready(&self) -> bool;

@@ -1,36 +1,51 @@
 //! The disk spool: a write-ahead log of records on local disk, for when the sink is down or
-//! slow. This module owns the files: appending with one fsync per batch (group commit),
-//! reading segments back in order, and deleting a segment once the sink has acknowledged
-//! every record in it. Replay and the choice of when to spool belong to the caller.
+//! slow, and for routes acknowledged on spool (`ack = "spool"`).
 //!
-//! Layout: `<dir>/<seq:020>.seg`, appended in sequence order, a new segment once the current
-//! one passes `segment_bytes`. Each record is framed as
-//! `[payload length: u32 LE][CRC-32 of payload: u32 LE][payload]`. A crash can leave a torn
-//! last record (a short frame): reading stops there and the rest of that segment is ignored.
-//! A frame whose CRC does not match is skipped and counted; the next frame follows it.
+//! - **Appends** go through one writer thread that takes every append waiting, writes them and
+//!   fsyncs once (group commit): when [`Spool::append`] returns `Ok`, the records survive a
+//!   crash of the process or the machine. A quota (`spool.max_bytes`) refuses whole appends.
+//! - **Replay** ([`replay`]) reads records back in append order from a cursor, publishes them
+//!   and moves the cursor only once the sink acknowledged them. A segment file is deleted once
+//!   it is sealed (the writer moved on) and the cursor has passed its end.
+//! - **Recovery**: on open, every segment found is kept for replay. The cursor is persisted
+//!   (`cursor`, not fsynced: after a power loss it may lag, which replays a few records twice,
+//!   never skips one). A torn last record is skipped; a record whose CRC does not match is
+//!   skipped and counted.
 //!
-//! TODO(issue 5): wire into the pipeline (ack = broker | spool per route), replay loop,
-//! metrics, fault tests. Only the file format and its recovery exist so far.
+//! Layout: `<dir>/<seq:020>.seg`, records framed as in [`format`]; `<dir>/cursor`;
+//! `<dir>/rejected.log` for records the sink refused for good during replay; `<dir>/lock` holds
+//! an exclusive lock so that two processes never share a spool.
 
+pub mod format;
+pub mod replay;
+
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
+use tokio::sync::{oneshot, Notify};
 
 use crate::sink::Record;
+use crate::telemetry;
+pub use format::Frames;
 
-/// Frames larger than this are taken for corruption (no record can be: events are capped).
-const MAX_FRAME: u32 = 64 * 1024 * 1024;
-const HEADER: usize = 8;
+/// A group commit writes at most this much before its fsync.
+const GROUP_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
-    #[error("the spool is full ({used} of {max} bytes)")]
+    #[error("the spool is full ({used} of {max} bytes used)")]
     Full { used: u64, max: u64 },
     #[error("spool I/O: {0}")]
     Io(#[from] io::Error),
+    #[error("the spool writer has stopped")]
+    Closed,
+    #[error("spool folder {0} is in use by another process (its lock file is held)")]
+    Locked(PathBuf),
 }
 
 /// What opening found on disk.
@@ -38,47 +53,122 @@ pub enum SpoolError {
 pub struct Recovery {
     pub segments: usize,
     pub bytes: u64,
+    /// Bytes not yet replayed, from the persisted cursor.
+    pub backlog_bytes: u64,
 }
 
-/// One segment read back.
-#[derive(Debug, Default)]
-pub struct SegmentRead {
-    pub records: Vec<Record>,
-    /// The segment ended in a partial frame (a crash mid-write); it was ignored.
-    pub torn_tail: bool,
-    /// Frames skipped because their CRC did not match.
-    pub corrupt: usize,
-}
-
-struct Current {
+#[derive(Debug, Clone)]
+struct Segment {
     seq: u64,
-    file: File,
+    /// Bytes durable on disk (fsynced); readers never go past this.
     size: u64,
+    created: SystemTime,
 }
 
-pub struct Spool {
+struct State {
+    /// Oldest first. The last one may be open for appends (`open`).
+    segments: VecDeque<Segment>,
+    /// The segment the writer appends to, if any: not deletable yet.
+    open: Option<u64>,
+    next_seq: u64,
+    /// Where replay resumes: segment and offset of the next unacknowledged record.
+    cursor: (u64, u64),
+}
+
+impl State {
+    fn used(&self) -> u64 {
+        self.segments.iter().map(|s| s.size).sum()
+    }
+
+    fn backlog(&self) -> u64 {
+        let (cseq, coff) = self.cursor;
+        self.segments
+            .iter()
+            .filter(|s| s.seq >= cseq)
+            .map(|s| {
+                if s.seq == cseq {
+                    s.size.saturating_sub(coff)
+                } else {
+                    s.size
+                }
+            })
+            .sum()
+    }
+}
+
+struct Inner {
     dir: PathBuf,
     max_bytes: u64,
     segment_bytes: u64,
     state: Mutex<State>,
+    /// Woken after every group commit, for the replayer.
+    appended: Notify,
+    cursor_file: File,
+    _lock: File,
 }
 
-struct State {
-    current: Option<Current>,
-    /// Sealed segments and their sizes, oldest first (the current one excluded).
-    sealed: Vec<(u64, u64)>,
-    next_seq: u64,
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn path(&self, seq: u64) -> PathBuf {
+        self.dir.join(format!("{seq:020}.seg"))
+    }
+}
+
+struct Job {
+    frames: Vec<u8>,
+    done: oneshot::Sender<Result<(), SpoolError>>,
+}
+
+pub struct Spool {
+    inner: Arc<Inner>,
+    /// `None` only while dropping.
+    tx: Option<mpsc::Sender<Job>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Spool {
+    /// Stops the writer after what it holds and waits for it, so that the folder's lock is
+    /// free when this returns.
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+/// Records read back for replay; hand it to [`Spool::commit`] once the sink acknowledged them.
+#[derive(Debug)]
+pub struct Chunk {
+    seq: u64,
+    pub frames: Frames,
 }
 
 impl Spool {
-    /// Opens the spool folder, creating it; existing segments are kept for replay.
+    /// Opens (creating) the spool folder and starts its writer thread. Segments found are kept
+    /// for replay, from the persisted cursor.
     pub fn open(
         dir: &Path,
         max_bytes: u64,
         segment_bytes: u64,
     ) -> Result<(Spool, Recovery), SpoolError> {
         std::fs::create_dir_all(dir)?;
-        let mut sealed = Vec::new();
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("lock"))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(SpoolError::Locked(dir.to_path_buf()))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+        }
+        let mut segments = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let path = entry?.path();
             let seq = path
@@ -87,328 +177,354 @@ impl Spool {
                 .and_then(|n| n.strip_suffix(".seg"))
                 .and_then(|n| n.parse::<u64>().ok());
             if let Some(seq) = seq {
-                sealed.push((seq, std::fs::metadata(&path)?.len()));
+                let meta = std::fs::metadata(&path)?;
+                segments.push(Segment {
+                    seq,
+                    size: meta.len(),
+                    // Written at or after the first record: the age reported is a lower bound.
+                    created: meta.modified().unwrap_or_else(|_| SystemTime::now()),
+                });
             }
         }
-        sealed.sort();
-        let next_seq = sealed.last().map_or(1, |(s, _)| s + 1);
-        let recovery = Recovery {
-            segments: sealed.len(),
-            bytes: sealed.iter().map(|(_, b)| b).sum(),
+        segments.sort_by_key(|s| s.seq);
+        let cursor_file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(dir.join("cursor"))?;
+        let first = segments.first().map_or(1, |s| s.seq);
+        let cursor = match read_cursor(&cursor_file) {
+            Some((seq, off)) => match segments.iter().find(|s| s.seq == seq) {
+                Some(s) => (seq, off.min(s.size)),
+                None => (first, 0),
+            },
+            None => (first, 0),
         };
+        let state = State {
+            next_seq: segments.last().map_or(1, |s| s.seq + 1),
+            segments: segments.into(),
+            open: None,
+            cursor,
+        };
+        let recovery = Recovery {
+            segments: state.segments.len(),
+            bytes: state.used(),
+            backlog_bytes: state.backlog(),
+        };
+        let inner = Arc::new(Inner {
+            dir: dir.to_path_buf(),
+            max_bytes,
+            segment_bytes: segment_bytes.max(1),
+            state: Mutex::new(state),
+            appended: Notify::new(),
+            cursor_file,
+            _lock: lock,
+        });
+        let (tx, rx) = mpsc::channel();
+        let w = inner.clone();
+        let writer = std::thread::Builder::new()
+            .name("sluice-spool".into())
+            .spawn(move || writer(w, rx))?;
         Ok((
             Spool {
-                dir: dir.to_path_buf(),
-                max_bytes,
-                segment_bytes: segment_bytes.max(1),
-                state: Mutex::new(State {
-                    current: None,
-                    sealed,
-                    next_seq,
-                }),
+                inner,
+                tx: Some(tx),
+                writer: Some(writer),
             },
             recovery,
         ))
     }
 
-    fn path(&self, seq: u64) -> PathBuf {
-        self.dir.join(format!("{seq:020}.seg"))
+    /// Appends `records` in order; `Ok` once they are fsynced. Refused whole when they would
+    /// pass the quota.
+    pub async fn append(&self, records: &[Record]) -> Result<(), SpoolError> {
+        let mut frames = Vec::with_capacity(records.iter().map(|r| r.size() + 64).sum());
+        for r in records {
+            format::frame(&mut frames, r);
+        }
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .as_ref()
+            .ok_or(SpoolError::Closed)?
+            .send(Job { frames, done })
+            .map_err(|_| SpoolError::Closed)?;
+        rx.await.unwrap_or(Err(SpoolError::Closed))
     }
 
-    /// Bytes on disk, every segment included.
+    /// Bytes of segment files on disk.
     pub fn bytes(&self) -> u64 {
-        let st = self.state.lock().expect("not poisoned");
-        st.sealed.iter().map(|(_, b)| b).sum::<u64>() + st.current.as_ref().map_or(0, |c| c.size)
+        self.inner.state().used()
     }
 
-    /// Appends `records` and fsyncs once: when this returns `Ok`, they survive a crash.
-    /// Refused whole when they would pass `max_bytes`.
-    pub fn append(&self, records: &[Record]) -> Result<(), SpoolError> {
+    /// Bytes appended and not yet acknowledged by the sink.
+    pub fn backlog_bytes(&self) -> u64 {
+        self.inner.state().backlog()
+    }
+
+    /// Whether anything spooled awaits replay: new events must then queue behind it, or a
+    /// key's later events would overtake its earlier ones.
+    pub fn has_backlog(&self) -> bool {
+        self.backlog_bytes() > 0
+    }
+
+    /// Whether an append of `bytes` would fit the quota now.
+    pub fn has_room(&self, bytes: u64) -> bool {
+        self.bytes() + bytes <= self.inner.max_bytes
+    }
+
+    pub fn segments(&self) -> usize {
+        self.inner.state().segments.len()
+    }
+
+    /// Age of the oldest segment that holds unacknowledged records.
+    pub fn oldest_age(&self) -> Duration {
+        let st = self.inner.state();
+        if st.backlog() == 0 {
+            return Duration::ZERO;
+        }
+        st.segments
+            .iter()
+            .find(|s| s.seq >= st.cursor.0)
+            .and_then(|s| s.created.elapsed().ok())
+            .unwrap_or_default()
+    }
+
+    /// Sets the spool gauges.
+    pub fn report_metrics(&self) {
+        let (bytes, backlog, segments) = {
+            let st = self.inner.state();
+            (st.used(), st.backlog(), st.segments.len())
+        };
+        metrics::gauge!(telemetry::SPOOL_BYTES).set(bytes as f64);
+        metrics::gauge!(telemetry::SPOOL_BACKLOG_BYTES).set(backlog as f64);
+        metrics::gauge!(telemetry::SPOOL_SEGMENTS).set(segments as f64);
+        metrics::gauge!(telemetry::SPOOL_OLDEST_AGE).set(self.oldest_age().as_secs_f64());
+    }
+
+    /// Reads up to `max` records from the cursor on (blocking I/O). Deletes segments the cursor
+    /// has passed once they are sealed. `None`: nothing to replay now.
+    pub fn read_next(&self, max: usize) -> Result<Option<Chunk>, SpoolError> {
+        loop {
+            let (seq, off, size, sealed) = {
+                let mut st = self.inner.state();
+                let Some(first) = st.segments.front().cloned() else {
+                    return Ok(None);
+                };
+                if st.cursor.0 < first.seq {
+                    st.cursor = (first.seq, 0);
+                }
+                let (seq, off) = st.cursor;
+                let Some(seg) = st.segments.iter().find(|s| s.seq == seq) else {
+                    // The cursor's segment is gone; go on with the next one.
+                    let next = st.segments.iter().find(|s| s.seq > seq).map(|s| s.seq);
+                    match next {
+                        Some(n) => {
+                            st.cursor = (n, 0);
+                            continue;
+                        }
+                        None => return Ok(None),
+                    }
+                };
+                (seq, off, seg.size, st.open != Some(seq))
+            };
+            if off >= size {
+                if !sealed {
+                    return Ok(None);
+                }
+                self.remove_consumed(seq)?;
+                continue;
+            }
+            let mut f = BufReader::with_capacity(256 * 1024, File::open(self.inner.path(seq))?);
+            f.seek(SeekFrom::Start(off))?;
+            let frames = format::read_frames(&mut f, off, size, max)?;
+            return Ok(Some(Chunk { seq, frames }));
+        }
+    }
+
+    /// Marks a chunk acknowledged: the cursor moves past it (persisted, without fsync).
+    pub fn commit(&self, chunk: &Chunk) -> Result<(), SpoolError> {
+        let cursor = (chunk.seq, chunk.frames.end);
+        self.inner.state().cursor = cursor;
+        write_cursor(&self.inner.cursor_file, cursor)?;
+        Ok(())
+    }
+
+    /// Deletes a sealed segment the cursor has passed and moves the cursor to the next one.
+    fn remove_consumed(&self, seq: u64) -> Result<(), SpoolError> {
+        std::fs::remove_file(self.inner.path(seq)).or_else(|e| match e.kind() {
+            io::ErrorKind::NotFound => Ok(()),
+            _ => Err(e),
+        })?;
+        let cursor = {
+            let mut st = self.inner.state();
+            st.segments.retain(|s| s.seq != seq);
+            let next = st.segments.front().map_or(st.next_seq, |s| s.seq);
+            st.cursor = (next, 0);
+            st.cursor
+        };
+        write_cursor(&self.inner.cursor_file, cursor)?;
+        Ok(())
+    }
+
+    /// Keeps records the sink refused for good in `rejected.log` (same framing), for an
+    /// operator to inspect; they are not replayed again.
+    pub fn quarantine(&self, records: &[Record]) -> Result<(), SpoolError> {
         let mut buf = Vec::new();
         for r in records {
-            frame(&mut buf, r);
+            format::frame(&mut buf, r);
         }
-        let mut st = self.state.lock().expect("not poisoned");
-        let used = st.sealed.iter().map(|(_, b)| b).sum::<u64>()
-            + st.current.as_ref().map_or(0, |c| c.size);
-        if used + buf.len() as u64 > self.max_bytes {
-            return Err(SpoolError::Full {
-                used,
-                max: self.max_bytes,
-            });
-        }
-        if st
-            .current
-            .as_ref()
-            .is_none_or(|c| c.size >= self.segment_bytes)
-        {
-            if let Some(c) = st.current.take() {
-                st.sealed.push((c.seq, c.size));
-            }
-            let seq = st.next_seq;
-            st.next_seq += 1;
-            let file = OpenOptions::new()
-                .create_new(true)
-                .append(true)
-                .open(self.path(seq))?;
-            // The new file's name must survive a crash too.
-            File::open(&self.dir)?.sync_all()?;
-            st.current = Some(Current { seq, file, size: 0 });
-        }
-        let c = st.current.as_mut().expect("just ensured");
-        c.file.write_all(&buf)?;
-        c.file.sync_data()?;
-        c.size += buf.len() as u64;
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.inner.dir.join("rejected.log"))?;
+        f.write_all(&buf)?;
+        f.sync_data()?;
         Ok(())
     }
 
-    /// Segment sequence numbers, oldest first: sealed ones, then the current one.
-    pub fn segments(&self) -> Vec<u64> {
-        let st = self.state.lock().expect("not poisoned");
-        st.sealed
-            .iter()
-            .map(|(s, _)| *s)
-            .chain(st.current.as_ref().map(|c| c.seq))
-            .collect()
-    }
-
-    /// Reads a segment back. Appends continue in a new segment afterwards if it was the
-    /// current one, so that what was read can be deleted as a whole.
-    pub fn read(&self, seq: u64) -> Result<SegmentRead, SpoolError> {
-        {
-            let mut st = self.state.lock().expect("not poisoned");
-            if st.current.as_ref().is_some_and(|c| c.seq == seq) {
-                let c = st.current.take().expect("checked");
-                st.sealed.push((c.seq, c.size));
-            }
-        }
-        let mut bytes = Vec::new();
-        File::open(self.path(seq))?.read_to_end(&mut bytes)?;
-        Ok(parse(&bytes))
-    }
-
-    /// Deletes a segment whose records the sink has all acknowledged.
-    pub fn remove(&self, seq: u64) -> Result<(), SpoolError> {
-        let mut st = self.state.lock().expect("not poisoned");
-        if st.current.as_ref().is_some_and(|c| c.seq == seq) {
-            st.current = None;
-        }
-        st.sealed.retain(|(s, _)| *s != seq);
-        std::fs::remove_file(self.path(seq))?;
-        File::open(&self.dir)?.sync_all()?;
-        Ok(())
+    /// Resolves after the next group commit (or at once if one happened since the last call).
+    pub async fn appended(&self) {
+        self.inner.appended.notified().await
     }
 }
 
-fn put_u16(out: &mut Vec<u8>, b: &[u8]) {
-    out.extend_from_slice(&(b.len().min(u16::MAX as usize) as u16).to_le_bytes());
-    out.extend_from_slice(&b[..b.len().min(u16::MAX as usize)]);
-}
-
-fn put_u32(out: &mut Vec<u8>, b: &[u8]) {
-    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-    out.extend_from_slice(b);
-}
-
-/// `[len][crc][topic, key, value, headers]`.
-fn frame(out: &mut Vec<u8>, r: &Record) {
-    let mut p = Vec::with_capacity(r.size() + 64);
-    put_u16(&mut p, r.topic.as_bytes());
-    put_u32(&mut p, &r.key);
-    put_u32(&mut p, &r.value);
-    let n = r.headers.len() + r.extension_headers.len();
-    p.extend_from_slice(&(n as u16).to_le_bytes());
-    for (k, v) in &r.headers {
-        put_u16(&mut p, k.as_bytes());
-        put_u32(&mut p, v);
-    }
-    for (k, v) in &r.extension_headers {
-        put_u16(&mut p, k.as_bytes());
-        put_u32(&mut p, v);
-    }
-    out.extend_from_slice(&(p.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&p).to_le_bytes());
-    out.extend_from_slice(&p);
-}
-
-struct Cursor<'a>(&'a [u8]);
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        Some(a)
-    }
-    fn u16(&mut self) -> Option<usize> {
-        self.take(2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
-    }
-    fn u32(&mut self) -> Option<usize> {
-        self.take(4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-    }
-    fn str16(&mut self) -> Option<String> {
-        let n = self.u16()?;
-        String::from_utf8(self.take(n)?.to_vec()).ok()
-    }
-    fn bytes32(&mut self) -> Option<Bytes> {
-        let n = self.u32()?;
-        Some(Bytes::copy_from_slice(self.take(n)?))
-    }
-}
-
-fn decode(payload: &[u8]) -> Option<Record> {
-    let mut c = Cursor(payload);
-    let topic = c.str16()?;
-    let key = c.bytes32()?;
-    let value = c.bytes32()?;
-    let n = c.u16()?;
-    let mut extension_headers = Vec::with_capacity(n);
-    for _ in 0..n {
-        extension_headers.push((c.str16()?, c.bytes32()?));
-    }
-    c.0.is_empty().then_some(Record {
-        topic,
-        key,
-        value,
-        headers: Vec::new(),
-        extension_headers,
+fn read_cursor(f: &File) -> Option<(u64, u64)> {
+    let mut b = [0u8; 20];
+    f.read_exact_at(&mut b, 0).ok()?;
+    let crc = u32::from_le_bytes(b[16..20].try_into().ok()?);
+    (crc32fast::hash(&b[..16]) == crc).then(|| {
+        (
+            u64::from_le_bytes(b[0..8].try_into().expect("8 bytes")),
+            u64::from_le_bytes(b[8..16].try_into().expect("8 bytes")),
+        )
     })
 }
 
-fn parse(mut bytes: &[u8]) -> SegmentRead {
-    let mut out = SegmentRead::default();
-    while !bytes.is_empty() {
-        if bytes.len() < HEADER {
-            out.torn_tail = true;
-            break;
+fn write_cursor(f: &File, (seq, off): (u64, u64)) -> io::Result<()> {
+    let mut b = [0u8; 20];
+    b[0..8].copy_from_slice(&seq.to_le_bytes());
+    b[8..16].copy_from_slice(&off.to_le_bytes());
+    let crc = crc32fast::hash(&b[..16]);
+    b[16..20].copy_from_slice(&crc.to_le_bytes());
+    f.write_all_at(&b, 0)
+}
+
+/// The writer thread: group commit. Ends when the [`Spool`] is dropped.
+fn writer(inner: Arc<Inner>, rx: mpsc::Receiver<Job>) {
+    // (seq, file, bytes written) of the segment being appended to.
+    let mut open: Option<(u64, File, u64)> = None;
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        let mut bytes = jobs[0].frames.len();
+        while bytes < GROUP_BYTES {
+            match rx.try_recv() {
+                Ok(j) => {
+                    bytes += j.frames.len();
+                    jobs.push(j);
+                }
+                Err(_) => break,
+            }
         }
-        let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-        let crc = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
-        if len > MAX_FRAME || bytes.len() < HEADER + len as usize {
-            // A short or absurd frame: the tail of a write cut by a crash.
-            out.torn_tail = true;
-            break;
+        let mut used = inner.state().used();
+        let mut accepted = Vec::with_capacity(jobs.len());
+        for j in jobs {
+            let n = j.frames.len() as u64;
+            if used + n > inner.max_bytes {
+                let _ = j.done.send(Err(SpoolError::Full {
+                    used,
+                    max: inner.max_bytes,
+                }));
+            } else {
+                used += n;
+                accepted.push(j);
+            }
         }
-        let payload = &bytes[HEADER..HEADER + len as usize];
-        match (crc32fast::hash(payload) == crc)
-            .then(|| decode(payload))
-            .flatten()
-        {
-            Some(r) => out.records.push(r),
-            None => out.corrupt += 1,
+        if accepted.is_empty() {
+            continue;
         }
-        bytes = &bytes[HEADER + len as usize..];
+        let total: u64 = accepted.iter().map(|j| j.frames.len() as u64).sum();
+        match write_group(&inner, &mut open, &accepted) {
+            Ok(seq) => {
+                {
+                    let mut st = inner.state();
+                    if let Some(s) = st.segments.iter_mut().find(|s| s.seq == seq) {
+                        s.size += total;
+                    }
+                }
+                inner.appended.notify_one();
+                for j in accepted {
+                    let _ = j.done.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, dir = %inner.dir.display(), "spool write failed");
+                // Whatever reached the file past the durable size is never read (readers stop
+                // at the durable size); continue in a new segment.
+                if let Some((seq, f, _)) = open.take() {
+                    let durable = inner
+                        .state()
+                        .segments
+                        .iter()
+                        .find(|s| s.seq == seq)
+                        .map_or(0, |s| s.size);
+                    let _ = f.set_len(durable);
+                    inner.state().open = None;
+                }
+                for j in accepted {
+                    let _ = j
+                        .done
+                        .send(Err(SpoolError::Io(io::Error::new(e.kind(), e.to_string()))));
+                }
+            }
+        }
     }
-    out
+    inner.state().open = None;
+}
+
+/// Writes the jobs' frames to the open segment (rolling to a new one when it is full) and
+/// fsyncs once. Returns the segment written to.
+fn write_group(
+    inner: &Inner,
+    open: &mut Option<(u64, File, u64)>,
+    jobs: &[Job],
+) -> io::Result<u64> {
+    if open
+        .as_ref()
+        .is_none_or(|(_, _, size)| *size >= inner.segment_bytes)
+    {
+        let seq = {
+            let mut st = inner.state();
+            let seq = st.next_seq;
+            st.next_seq += 1;
+            seq
+        };
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(inner.path(seq))?;
+        // The new file's name must survive a crash too.
+        File::open(&inner.dir)?.sync_all()?;
+        {
+            let mut st = inner.state();
+            st.segments.push_back(Segment {
+                seq,
+                size: 0,
+                created: SystemTime::now(),
+            });
+            // The previous segment is sealed from now on: replay may delete it once passed.
+            st.open = Some(seq);
+        }
+        *open = Some((seq, file, 0));
+    }
+    let (seq, file, size) = open.as_mut().expect("just ensured");
+    for j in jobs {
+        file.write_all(&j.frames)?;
+        *size += j.frames.len() as u64;
+    }
+    file.sync_data()?;
+    Ok(*seq)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(i: usize) -> Record {
-        Record {
-            topic: format!("events.t{}", i % 3),
-            key: Bytes::from(format!("k{i}")),
-            value: Bytes::from(format!("{{\"i\":{i}}}")),
-            headers: vec![("ce_id", Bytes::from(format!("id-{i}")))],
-            extension_headers: vec![("ce_x".into(), Bytes::from_static(b"y"))],
-        }
-    }
-
-    fn ids(r: &SegmentRead) -> Vec<String> {
-        r.records
-            .iter()
-            .map(|r| {
-                let v = &r
-                    .extension_headers
-                    .iter()
-                    .find(|(k, _)| k == "ce_id")
-                    .unwrap()
-                    .1;
-                String::from_utf8_lossy(v).into_owned()
-            })
-            .collect()
-    }
-
-    #[test]
-    fn appends_roll_segments_and_read_back_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let (spool, rec) = Spool::open(dir.path(), 1 << 20, 300).unwrap();
-        assert_eq!(rec, Recovery::default());
-        for batch in 0..5 {
-            spool
-                .append(&(0..3).map(|i| record(batch * 3 + i)).collect::<Vec<_>>())
-                .unwrap();
-        }
-        let segs = spool.segments();
-        assert!(segs.len() > 1, "segments roll at segment_bytes: {segs:?}");
-        let mut all = Vec::new();
-        for s in &segs {
-            let r = spool.read(*s).unwrap();
-            assert!(!r.torn_tail && r.corrupt == 0);
-            all.extend(ids(&r));
-        }
-        assert_eq!(all, (0..15).map(|i| format!("id-{i}")).collect::<Vec<_>>());
-        let r0 = spool.read(segs[0]).unwrap();
-        assert_eq!(r0.records[0].topic, "events.t0");
-        assert_eq!(&r0.records[0].value[..], b"{\"i\":0}");
-
-        // Reopening finds everything; removing acknowledged segments frees the quota.
-        let before = spool.bytes();
-        drop(spool);
-        let (spool, rec) = Spool::open(dir.path(), 1 << 20, 300).unwrap();
-        assert_eq!((rec.segments, rec.bytes), (segs.len(), before));
-        for s in spool.segments() {
-            spool.remove(s).unwrap();
-        }
-        assert_eq!(spool.bytes(), 0);
-        assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
-    }
-
-    #[test]
-    fn a_full_spool_refuses_whole_batches() {
-        let dir = tempfile::tempdir().unwrap();
-        let (spool, _) = Spool::open(dir.path(), 200, 1 << 20).unwrap();
-        spool.append(&[record(1)]).unwrap();
-        let err = spool
-            .append(&(0..10).map(record).collect::<Vec<_>>())
-            .unwrap_err();
-        assert!(matches!(err, SpoolError::Full { .. }), "{err}");
-        assert_eq!(ids(&spool.read(spool.segments()[0]).unwrap()), ["id-1"]);
-    }
-
-    #[test]
-    fn torn_tails_and_corrupt_frames_are_survived() {
-        let dir = tempfile::tempdir().unwrap();
-        let (spool, _) = Spool::open(dir.path(), 1 << 20, 1 << 20).unwrap();
-        spool
-            .append(&(0..4).map(record).collect::<Vec<_>>())
-            .unwrap();
-        let seq = spool.segments()[0];
-        drop(spool);
-        let path = dir.path().join(format!("{seq:020}.seg"));
-        let mut bytes = std::fs::read(&path).unwrap();
-        // Flip a byte inside the second record's payload, then cut the last record short.
-        let first_len = u32::from_le_bytes(bytes[0..4].try_into().unwrap()) as usize;
-        bytes[HEADER + first_len + HEADER + 3] ^= 0xff;
-        bytes.truncate(bytes.len() - 5);
-        std::fs::write(&path, &bytes).unwrap();
-
-        let (spool, rec) = Spool::open(dir.path(), 1 << 20, 1 << 20).unwrap();
-        assert_eq!(rec.segments, 1);
-        let r = spool.read(seq).unwrap();
-        assert_eq!(ids(&r), ["id-0", "id-2"]);
-        assert_eq!((r.corrupt, r.torn_tail), (1, true));
-        // Garbage where a length should be is a torn tail too, never a panic or a huge read.
-        assert!(parse(&[0xff; 12]).torn_tail);
-        assert!(parse(&[1, 0]).torn_tail);
-        // New appends go to a new segment after the damaged one.
-        spool.append(&[record(9)]).unwrap();
-        assert_eq!(spool.segments().len(), 2);
-    }
-}
+mod tests;

@@ -47,6 +47,24 @@ pub const JWKS_FETCHES: &str = "sluice_jwks_fetches_total";
 pub const JWKS_KEYS: &str = "sluice_jwks_keys";
 /// Age of the oldest JWKS key cache (time since its last successful fetch).
 pub const JWKS_AGE: &str = "sluice_jwks_age_seconds";
+/// Bytes of spool segments on disk (replayed or not; a segment goes once fully acknowledged).
+pub const SPOOL_BYTES: &str = "sluice_spool_bytes";
+/// Bytes in the spool not yet acknowledged by the sink: the spool backlog.
+pub const SPOOL_BACKLOG_BYTES: &str = "sluice_spool_backlog_bytes";
+/// Spool segment files on disk.
+pub const SPOOL_SEGMENTS: &str = "sluice_spool_segments";
+/// Age of the oldest segment holding records not yet acknowledged (0 when none).
+pub const SPOOL_OLDEST_AGE: &str = "sluice_spool_oldest_age_seconds";
+/// Records written to the spool, by `reason` (`ack_spool`, `backlog`, `sink_down`, `sink_failed`).
+pub const SPOOL_APPENDED: &str = "sluice_spool_appended_total";
+/// Records replayed from the spool and acknowledged by the sink.
+pub const SPOOL_REPLAYED: &str = "sluice_spool_replayed_total";
+/// Records refused by the spool, by `reason` (`full`, `io`).
+pub const SPOOL_REFUSED: &str = "sluice_spool_refused_total";
+/// Damage found while reading the spool back, by `kind` (`torn_tail`, `corrupt_record`).
+pub const SPOOL_DAMAGE: &str = "sluice_spool_damage_total";
+/// Spooled records the sink refused for good, moved to `<spool.dir>/rejected.log`.
+pub const SPOOL_QUARANTINED: &str = "sluice_spool_quarantined_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -129,6 +147,42 @@ fn describe() {
         JWKS_AGE,
         Unit::Seconds,
         "Time since the least recently refreshed JWKS URL was last fetched successfully"
+    );
+    describe_gauge!(
+        SPOOL_BYTES,
+        Unit::Bytes,
+        "Bytes of spool segment files on disk"
+    );
+    describe_gauge!(
+        SPOOL_BACKLOG_BYTES,
+        Unit::Bytes,
+        "Spooled bytes not yet acknowledged by the sink (the spool backlog)"
+    );
+    describe_gauge!(SPOOL_SEGMENTS, "Spool segment files on disk");
+    describe_gauge!(
+        SPOOL_OLDEST_AGE,
+        Unit::Seconds,
+        "Age of the oldest spool segment holding unacknowledged records (0 when none)"
+    );
+    describe_counter!(
+        SPOOL_APPENDED,
+        "Records written to the spool, by reason (ack_spool, backlog, sink_down, sink_failed)"
+    );
+    describe_counter!(
+        SPOOL_REPLAYED,
+        "Records replayed from the spool and acknowledged by the sink"
+    );
+    describe_counter!(
+        SPOOL_REFUSED,
+        "Records the spool could not take, by reason (full, io)"
+    );
+    describe_counter!(
+        SPOOL_DAMAGE,
+        "Damage found reading the spool back, by kind (torn_tail, corrupt_record)"
+    );
+    describe_counter!(
+        SPOOL_QUARANTINED,
+        "Spooled records the sink refused for good, kept in rejected.log"
     );
 }
 

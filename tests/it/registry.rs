@@ -137,6 +137,7 @@ async fn kafka_route_with_confluent_wire_format_frames_values_with_the_schema_id
         topic: "events.{type}".into(),
         confluent_wire_format: true,
         dead_letter_topic: None,
+        ack: None,
     }];
     let s = TestServer::start_ready(c).await;
     let a = s
