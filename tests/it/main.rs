@@ -2,9 +2,11 @@
 //! broker over TCP, the file system, processes and signals). Run through `scripts/test`.
 
 mod auth;
+mod faults;
 mod ingest;
 mod kafka;
 mod process;
+mod process_faults;
 mod registry;
 mod registry_api;
 mod registry_store;

@@ -1,89 +1,15 @@
 //! The real `sluice` binary as a process: the embedded default, and SIGTERM under load.
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use crate::support::kafka::{brokers, consume, create_topic};
-use crate::support::{free_port, strict_schema, unique, Workspace, STRICT};
-
-struct Proc {
-    child: Child,
-    url: String,
-}
-
-impl Proc {
-    fn spawn(dir: &std::path::Path, env: &[(&str, String)]) -> Proc {
-        Self::spawn_logging(dir, env, Stdio::inherit())
-    }
-
-    /// With stderr (the logs) sent to `stderr`.
-    fn spawn_logging(dir: &std::path::Path, env: &[(&str, String)], stderr: Stdio) -> Proc {
-        let port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
-        cmd.arg("serve")
-            .current_dir(dir)
-            .env_remove("SLUICE_CONFIG")
-            .env("SLUICE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(stderr);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        Proc {
-            child: cmd.spawn().unwrap(),
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    async fn wait_ready(&self, client: &reqwest::Client) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = client.get(format!("{}/readyz", self.url)).send().await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "sluice did not become ready");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-
-    /// Waits for exit, at most `within`.
-    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sluice did not exit within {within:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::support::process::Proc;
+use crate::support::{strict_schema, unique, Workspace, STRICT};
 
 #[tokio::test]
 async fn embedded_default_accepts_an_event_into_the_data_folder() {

@@ -133,45 +133,77 @@ fn consume_blocking(
 /// A tansu broker of the test's own, listening on `port` and advertising `advertised` (a
 /// proxy's port, so every client connection goes through the proxy). Killed on drop.
 pub struct OwnBroker {
-    child: Child,
+    child: Option<Child>,
     pub port: u16,
-    _dir: tempfile::TempDir,
+    advertised: u16,
+    storage: &'static str,
+    dir: tempfile::TempDir,
 }
 
 impl OwnBroker {
+    /// In memory: fast, gone when the process goes.
     pub fn start(port: u16, advertised: u16) -> OwnBroker {
+        Self::start_on(port, advertised, "memory://tansu/")
+    }
+
+    /// On SQLite in a folder of its own, so that it survives `kill()` + `restart()`.
+    pub fn start_durable(port: u16, advertised: u16) -> OwnBroker {
+        Self::start_on(port, advertised, "sqlite://tansu.db")
+    }
+
+    fn start_on(port: u16, advertised: u16, storage: &'static str) -> OwnBroker {
+        let mut b = OwnBroker {
+            child: None,
+            port,
+            advertised,
+            storage,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        b.restart();
+        b
+    }
+
+    /// SIGKILL, as a crash would: no flush, no goodbye.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the broker (again) on the same storage and waits until it listens.
+    pub fn restart(&mut self) {
+        self.kill();
         let tansu = PathBuf::from(
             std::env::var("SLUICE_TEST_TANSU")
                 .expect("run with scripts/test, which sets SLUICE_TEST_TANSU to the tansu binary"),
         );
-        let dir = tempfile::tempdir().unwrap();
         let child = Command::new(tansu)
-            .current_dir(dir.path())
+            .current_dir(self.dir.path())
             .args(["broker", "--listener-url"])
-            .arg(format!("tcp://127.0.0.1:{port}"))
+            .arg(format!("tcp://127.0.0.1:{}", self.port))
             .arg("--advertised-listener-url")
-            .arg(format!("tcp://127.0.0.1:{advertised}"))
-            .args(["--storage-engine", "memory://tansu/"])
+            .arg(format!("tcp://127.0.0.1:{}", self.advertised))
+            .args(["--storage-engine", self.storage])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start tansu");
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen on {port}");
+        while std::net::TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], self.port))).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen on {}",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(100));
-        }
-        OwnBroker {
-            child,
-            port,
-            _dir: dir,
         }
     }
 }
 
 impl Drop for OwnBroker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }

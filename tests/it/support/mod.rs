@@ -3,6 +3,8 @@
 
 pub mod auth;
 pub mod kafka;
+pub mod load;
+pub mod process;
 pub mod proxy;
 
 use std::net::SocketAddr;
