@@ -229,6 +229,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let grace = app.config.server.shutdown_grace.0;
+    // The last tenth of the grace (at most 1 s) is kept for flushing and exiting, so that the
+    // process is gone within the grace however long requests hang.
+    let reserve = (grace / 10).min(Duration::from_secs(1));
     let drain_delay = app.config.server.drain_delay.0;
     let admin = match app.config.server.admin_listen {
         Some(addr) => Some(
@@ -309,7 +312,7 @@ pub async fn run(
             .expect("sender lives in the task")
             .as_ref()
             .expect("is_some");
-        tokio::time::sleep_until((started + grace).into()).await;
+        tokio::time::sleep_until((started + grace - reserve).into()).await;
         started
     };
     let started = tokio::select! {
@@ -322,11 +325,12 @@ pub async fn run(
             started
         }
     };
-    let left = (started + grace).saturating_duration_since(Instant::now());
+    let done_by = started + grace - reserve / 2;
+    let left = done_by.saturating_duration_since(Instant::now());
     match app
         .pipeline
         .sink
-        .flush(left.max(Duration::from_millis(100)))
+        .flush(left.max(Duration::from_millis(10)))
         .await
     {
         Ok(()) => tracing::info!("shutdown: sink flushed"),
@@ -335,7 +339,7 @@ pub async fn run(
     if let Some(spool) = &app.pipeline.spool {
         // Replay goes on until the grace period ends; what is left stays on disk for the
         // next start.
-        while spool.has_backlog() && Instant::now() < started + grace {
+        while spool.has_backlog() && Instant::now() < done_by {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let left = spool.backlog_bytes();

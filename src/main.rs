@@ -89,14 +89,24 @@ fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match run(cli).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+    let serving = matches!(cli.command, Command::Serve { .. });
+    let code = match run(cli).await {
+        Ok(()) => 0,
         Err(e) => {
             // One line with the whole cause chain, never a backtrace: operators read this.
             eprintln!("sluice: {e:#}");
-            std::process::ExitCode::FAILURE
+            1
         }
+    };
+    if serving {
+        // Everything acknowledged is durable and the drain is over: exit now, without waiting
+        // for blocking tasks (a broker probe can hang on a dead connection) to notice the
+        // runtime going away, so the process ends within server.shutdown_grace.
+        use std::io::Write;
+        let _ = std::io::stderr().flush();
+        std::process::exit(code);
     }
+    std::process::ExitCode::from(code as u8)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

@@ -137,10 +137,16 @@ async fn probe(inner: Weak<Inner>, interval: Duration) {
         let p = i.producer.load_full();
         let ready = i.ready.clone();
         drop(i);
-        let ok =
-            tokio::task::spawn_blocking(move || p.client().fetch_metadata(None, timeout).is_ok())
-                .await
-                .unwrap_or(false);
+        let started = std::time::Instant::now();
+        let ok = tokio::task::spawn_blocking(move || {
+            p.client()
+                .fetch_metadata(None, timeout)
+                .map_err(|e| tracing::debug!(error = %e, "Kafka probe failed"))
+                .is_ok()
+        })
+        .await
+        .unwrap_or(false);
+        tracing::debug!(ok, took = ?started.elapsed(), "Kafka probe");
         if ready.swap(ok, Ordering::Relaxed) != ok {
             if ok {
                 tracing::info!("Kafka brokers reachable");

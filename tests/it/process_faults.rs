@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::json;
 
-use crate::support::kafka::{brokers, consume, create_topic, OwnBroker};
+use crate::support::kafka::{brokers, consume, consume_ids, create_topic, OwnBroker};
 use crate::support::load::{audit, Load, Shape};
 use crate::support::process::Proc;
 use crate::support::proxy::Proxy;
@@ -66,7 +66,13 @@ async fn fault_sluice_killed_with_a_spool_then_restarted_delivers_everything_ack
     let p = Proc::spawn(ws.path(), &restarted);
     p.wait_ready(&client).await;
     p.wait_spool_drained(&client, Duration::from_secs(60)).await;
-    let records = consume(&brokers, &topic, acked, Duration::from_secs(60)).await;
+    let records = consume_ids(
+        &brokers,
+        &topic,
+        &report.acked_ids(),
+        Duration::from_secs(60),
+    )
+    .await;
     let a = audit(&report, &records);
     a.assert_nothing_lost("sluice -9 with spool");
     assert!(a.out_of_order_keys.is_empty(), "{:?}", a.out_of_order_keys);
@@ -138,10 +144,10 @@ async fn fault_sigterm_with_the_broker_gone_leaves_everything_acknowledged_in_th
     let p = Proc::spawn(ws.path(), &vars);
     p.wait_ready(&client).await;
     p.wait_spool_drained(&client, Duration::from_secs(60)).await;
-    let records = consume(
+    let records = consume_ids(
         &brokers,
         &topic,
-        report.acked_ids().len(),
+        &report.acked_ids(),
         Duration::from_secs(60),
     )
     .await;
@@ -233,10 +239,10 @@ async fn fault_three_times_overload_refuses_with_retry_after_bounds_memory_and_r
     }
     eprintln!("[3x overload] recovered in {:?}", dropped.elapsed());
     proxy.restore();
-    let records = consume(
+    let records = consume_ids(
         &brokers,
         &topic,
-        report.acked_ids().len(),
+        &report.acked_ids(),
         Duration::from_secs(60),
     )
     .await;

@@ -1,7 +1,7 @@
 //! The real broker: the shared one started by scripts/test, or a private tansu for tests that
 //! break or restart it. Records are read back with an rdkafka consumer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -66,15 +66,40 @@ pub async fn consume(
 ) -> Vec<Consumed> {
     let brokers = brokers.to_string();
     let topic = topic.to_string();
-    tokio::task::spawn_blocking(move || consume_blocking(&brokers, &topic, expected, timeout))
-        .await
-        .unwrap()
+    tokio::task::spawn_blocking(move || {
+        consume_blocking(&brokers, &topic, Until::Count(expected), timeout)
+    })
+    .await
+    .unwrap()
+}
+
+/// Reads `topic` from the beginning until every id in `ids` arrived (then a second more, to
+/// catch duplicates) or `timeout` passed. Records not in `ids` are returned too.
+pub async fn consume_ids(
+    brokers: &str,
+    topic: &str,
+    ids: &[String],
+    timeout: Duration,
+) -> Vec<Consumed> {
+    let brokers = brokers.to_string();
+    let topic = topic.to_string();
+    let wanted: HashSet<String> = ids.iter().cloned().collect();
+    tokio::task::spawn_blocking(move || {
+        consume_blocking(&brokers, &topic, Until::Ids(wanted), timeout)
+    })
+    .await
+    .unwrap()
+}
+
+enum Until {
+    Count(usize),
+    Ids(HashSet<String>),
 }
 
 fn consume_blocking(
     brokers: &str,
     topic: &str,
-    expected: usize,
+    mut until: Until,
     timeout: Duration,
 ) -> Vec<Consumed> {
     let consumer: BaseConsumer = ClientConfig::new()
@@ -114,15 +139,25 @@ fn consume_blocking(
                     );
                 }
             }
-            out.push(Consumed {
+            let consumed = Consumed {
                 partition: msg.partition(),
                 key: String::from_utf8_lossy(msg.key().unwrap_or_default()).into_owned(),
                 value: serde_json::from_slice(msg.payload().unwrap_or(b"null"))
                     .unwrap_or(serde_json::Value::Null),
                 raw_value: msg.payload().unwrap_or_default().to_vec(),
                 headers,
-            });
-            if out.len() >= expected && linger_until.is_none() {
+            };
+            let done = match &mut until {
+                Until::Count(n) => out.len() + 1 >= *n,
+                Until::Ids(ids) => {
+                    if let Some(id) = consumed.headers.get("ce_id") {
+                        ids.remove(id);
+                    }
+                    ids.is_empty()
+                }
+            };
+            out.push(consumed);
+            if done && linger_until.is_none() {
                 linger_until = Some(Instant::now() + Duration::from_secs(1));
             }
         }
@@ -171,8 +206,17 @@ impl OwnBroker {
         }
     }
 
-    /// Starts the broker (again) on the same storage and waits until it listens.
-    pub fn restart(&mut self) {
+    /// Starts the broker again on the same storage, on a new port (a port freed a moment ago
+    /// may have gone to another test's broker), and waits until it listens. Point the proxy
+    /// at the new `port`.
+    pub fn restart_on_new_port(&mut self) {
+        self.kill();
+        self.port = super::free_port();
+        self.restart();
+    }
+
+    /// Starts the broker (again) on the same storage and port, and waits until it listens.
+    fn restart(&mut self) {
         self.kill();
         let tansu = PathBuf::from(
             std::env::var("SLUICE_TEST_TANSU")
@@ -185,8 +229,18 @@ impl OwnBroker {
             .arg("--advertised-listener-url")
             .arg(format!("tcp://127.0.0.1:{}", self.advertised))
             .args(["--storage-engine", self.storage])
+            .env(
+                "RUST_LOG",
+                std::env::var("SLUICE_TEST_TANSU_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.path().join("tansu.log"))
+                    .unwrap(),
+            ))
             .spawn()
             .expect("start tansu");
         self.child = Some(child);
@@ -199,11 +253,29 @@ impl OwnBroker {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+        // Listening, but is it ours? A tansu that could not bind exits.
+        std::thread::sleep(Duration::from_millis(200));
+        let exited = self.child.as_mut().unwrap().try_wait().unwrap();
+        assert!(
+            exited.is_none(),
+            "tansu on {} exited: {exited:?}",
+            self.port
+        );
     }
 }
 
 impl Drop for OwnBroker {
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() {
+            let log =
+                std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!(
+                "tansu on {} logged (last lines first):\n{}",
+                self.port,
+                tail.join("\n")
+            );
+        }
     }
 }

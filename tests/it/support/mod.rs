@@ -95,6 +95,11 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(config: Config) -> TestServer {
+        // SLUICE_TEST_LOG=1 shows the in-process servers' logs (RUST_LOG filters them).
+        static LOGGING: std::sync::Once = std::sync::Once::new();
+        if std::env::var_os("SLUICE_TEST_LOG").is_some() {
+            LOGGING.call_once(|| sluice::telemetry::init_logging(&config.log));
+        }
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
             .unwrap();

@@ -24,6 +24,7 @@ struct State {
     cut: AtomicBool,
     dropping: AtomicBool,
     delay_ms: AtomicU64,
+    upstream: Mutex<SocketAddr>,
     conns: Mutex<Vec<AbortHandle>>,
 }
 
@@ -36,6 +37,7 @@ impl Proxy {
             cut: AtomicBool::new(false),
             dropping: AtomicBool::new(false),
             delay_ms: AtomicU64::new(0),
+            upstream: Mutex::new(upstream),
             conns: Mutex::new(Vec::new()),
         });
         let st = state.clone();
@@ -49,6 +51,7 @@ impl Proxy {
                     continue;
                 }
                 let st2 = st.clone();
+                let upstream = *st.upstream.lock().unwrap();
                 let task = tokio::spawn(async move {
                     if let Ok(server) = TcpStream::connect(upstream).await {
                         let (cr, cw) = client.into_split();
@@ -72,6 +75,11 @@ impl Proxy {
         for c in self.state.conns.lock().unwrap().drain(..) {
             c.abort();
         }
+    }
+
+    /// Sends new connections to `upstream` (a restarted broker on a new port).
+    pub fn set_upstream(&self, upstream: SocketAddr) {
+        *self.state.upstream.lock().unwrap() = upstream;
     }
 
     pub fn drop_traffic(&self) {
