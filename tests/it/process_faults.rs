@@ -157,7 +157,7 @@ async fn fault_sigterm_with_the_broker_gone_leaves_everything_acknowledged_in_th
 }
 
 /// The bound asserted on Sluice's peak RSS under 3x overload (documented in docs/delivery.md).
-const OVERLOAD_PEAK_RSS_MIB: u64 = 200;
+const OVERLOAD_PEAK_RSS_MIB: u64 = 128;
 
 #[tokio::test]
 async fn fault_three_times_overload_refuses_with_retry_after_bounds_memory_and_recovers() {
