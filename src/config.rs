@@ -705,10 +705,10 @@ impl Config {
                 "must be at least limits.max_events, or a full request could never be admitted",
             ));
         }
-        if l.max_inflight_bytes.0 < l.max_body_bytes.0 {
+        if l.max_inflight_bytes.0 < l.max_decompressed_bytes.0 {
             return Err(field_error(
                 "limits.max_inflight_bytes",
-                "must be at least limits.max_body_bytes, or a full body could never be admitted",
+                "must be at least limits.max_decompressed_bytes, or a full (inflated) body could never be admitted",
             ));
         }
         if l.max_inflight_bytes.0 > 4 * GIB {

@@ -143,18 +143,20 @@ async fn accept(
             Encoding::Gzip | Encoding::Zstd => INLINE_DECODE_MAX_COMPRESSED,
         };
     let limits2 = limits.clone();
-    let decode = move || -> Result<Decoded, ApiError> {
+    let decode = move || -> Result<(Decoded, usize), ApiError> {
         let inflated = body::decode(encoding, raw, limits2.max_decompressed_bytes.as_usize())
             .map_err(body_error)?;
+        let inflated_len = inflated.len();
         if format == BodyFormat::Binary {
             let iter = ce_headers.iter().map(|(k, v)| (k.as_str(), v.as_slice()));
             event::decode_binary(iter, content_type.as_deref(), inflated, &limits2)
         } else {
             event::decode_body(format, &inflated, &limits2)
         }
+        .map(|d| (d, inflated_len))
         .map_err(request_error)
     };
-    let decoded = if big {
+    let (decoded, inflated_len) = if big {
         tokio::task::spawn_blocking(decode)
             .await
             .map_err(ApiError::internal)??
@@ -162,6 +164,14 @@ async fn accept(
         decode()?
     };
 
+    // A compressed body was admitted at its received size; what it inflated to is held from
+    // here on, so the difference must be admitted too, or gzip would multiply the memory bound.
+    let _inflated = match (inflated_len as u64).checked_sub(raw_len as u64) {
+        Some(extra) if extra > 0 => {
+            Some(app.admission.admit_bytes(extra).await.map_err(overloaded)?)
+        }
+        _ => None,
+    };
     let n = decoded.len();
     let mut budget = None;
     if app.rate_limits.is_active() {

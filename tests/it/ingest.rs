@@ -600,3 +600,43 @@ async fn blackhole_sink_acknowledges_and_keeps_nothing() {
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn a_compressed_body_is_admitted_at_its_inflated_size() {
+    use tokio::io::AsyncWriteExt;
+    let ws = Workspace::new();
+    let mut c = ws.config();
+    c.limits.max_body_bytes = ByteSize(16 * 1024);
+    c.limits.max_decompressed_bytes = ByteSize(64 * 1024);
+    c.limits.max_event_bytes = ByteSize(64 * 1024);
+    c.limits.max_inflight_bytes = ByteSize(64 * 1024);
+    c.limits.admission_wait = sluice::config::HumanDuration(Duration::from_millis(200));
+    let s = TestServer::start_ready(c).await;
+    // 1 KiB on the wire, 50 KB once inflated.
+    let small = gzip(event_of_size(50_000).as_bytes());
+    assert!(small.len() < 2_000);
+    let post = || {
+        s.post()
+            .header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .body(small.clone())
+            .send()
+    };
+    assert_eq!(post().await.unwrap().status(), 200);
+
+    // Another request holds 16 KiB of the 64 KiB budget while its body trickles in: the
+    // compressed request fits on the wire, not once inflated.
+    let mut slow = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    slow.write_all(
+        b"POST /v1/events HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 16384\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let a = crate::support::Answer::from(post().await.unwrap()).await;
+    assert_eq!((a.status, a.code()), (503, "overloaded"), "{}", a.body);
+    assert!(a.retry_after.is_some());
+    drop(slow);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(post().await.unwrap().status(), 200);
+}
