@@ -202,9 +202,9 @@ async fn fault_broker_cut_without_spool_gives_503_retry_after_and_loses_nothing_
 async fn fault_broker_killed_and_restarted_on_durable_storage_loses_nothing_acknowledged() {
     let (mut broker, proxy) = broker_behind_proxy(true).await;
     let t = setup(&proxy).await;
-    // The broker is back before the producer gives up on any record: tansu 0.6's SQLite
-    // storage panics on the epoch bump librdkafka's idempotent producer makes after records
-    // time out ("more or less than one row"), and then fails that producer's every request.
+    // The broker is back before the producer gives up on any record: restarted after 3 s
+    // (records timing out meanwhile), tansu 0.6 on SQLite panicked on produce requests
+    // ("more or less than one row") and produce never recovered. See docs/delivery.md.
     let mut c = t.config(false);
     c.kafka.delivery_timeout_ms = 10_000;
     let s = TestServer::start_ready(c).await;
