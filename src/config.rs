@@ -47,6 +47,7 @@ const SECTIONS: &[&str] = &[
     "sink",
     "file",
     "kafka",
+    "kinesis",
     "routes",
     "auth",
     "registry",
@@ -64,6 +65,7 @@ pub struct Config {
     pub sink: SinkConfig,
     pub file: FileConfig,
     pub kafka: KafkaConfig,
+    pub kinesis: KinesisConfig,
     pub routes: RoutesConfig,
     pub auth: AuthConfig,
     pub registry: RegistryConfig,
@@ -226,6 +228,62 @@ impl Default for KafkaConfig {
 }
 
 const KAFKA_COMPRESSIONS: &[&str] = &["none", "gzip", "snappy", "lz4", "zstd"];
+
+/// How a record's data is laid out in Kinesis, which has no record headers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KinesisFormat {
+    /// A CloudEvents JSON event (structured mode): the attributes, Sluice's metadata as
+    /// `sluice*` extensions, and `data` (or `data_base64`). See docs/kinesis.md.
+    #[default]
+    Envelope,
+    /// The event's data only, exactly as the Kafka sink writes the value.
+    Raw,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KinesisConfig {
+    /// Unset: the standard AWS chain (`AWS_REGION`, profile).
+    pub region: Option<String>,
+    /// An emulator or VPC endpoint, e.g. `http://127.0.0.1:4566`.
+    pub endpoint_url: Option<String>,
+    /// How long a record may wait for others to share its PutRecords call.
+    pub linger: HumanDuration,
+    /// Records per PutRecords call (at most 500).
+    pub max_batch_records: usize,
+    /// Bytes (data + partition keys) per PutRecords call (at most 5 MiB).
+    pub max_batch_bytes: ByteSize,
+    /// PutRecords calls in flight at once.
+    pub max_in_flight_calls: usize,
+    /// An event not acknowledged by then (retries included) is reported failed (503).
+    pub delivery_timeout: HumanDuration,
+    /// One PutRecords call's own time limit.
+    pub call_timeout: HumanDuration,
+    /// Readiness re-checks the streams this often (DescribeStreamSummary).
+    pub probe_interval: HumanDuration,
+    pub format: KinesisFormat,
+    /// Streams readiness checks from the start (streams used since are checked too).
+    pub streams: Vec<String>,
+}
+
+impl Default for KinesisConfig {
+    fn default() -> Self {
+        Self {
+            region: None,
+            endpoint_url: None,
+            linger: HumanDuration(Duration::from_millis(10)),
+            max_batch_records: 500,
+            max_batch_bytes: ByteSize(5 * MIB),
+            max_in_flight_calls: 8,
+            delivery_timeout: HumanDuration::from_secs(10),
+            call_timeout: HumanDuration::from_secs(5),
+            probe_interval: HumanDuration::from_secs(10),
+            format: KinesisFormat::Envelope,
+            streams: Vec::new(),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -765,10 +823,34 @@ impl Config {
                 }
             }
             SinkKind::Kinesis => {
-                return Err(field_error(
-                    "sink.kind",
-                    "the kinesis sink is not built yet; use file, kafka or blackhole",
-                ));
+                let k = &self.kinesis;
+                if !(1..=500).contains(&k.max_batch_records) {
+                    return Err(field_error(
+                        "kinesis.max_batch_records",
+                        "must be between 1 and 500 (PutRecords' limit)",
+                    ));
+                }
+                if k.max_batch_bytes.0 == 0 || k.max_batch_bytes.0 > 5 * MIB {
+                    return Err(field_error(
+                        "kinesis.max_batch_bytes",
+                        "must be greater than 0 and at most 5MiB (PutRecords' limit)",
+                    ));
+                }
+                if k.max_in_flight_calls == 0 {
+                    return Err(field_error(
+                        "kinesis.max_in_flight_calls",
+                        "must be greater than 0",
+                    ));
+                }
+                for (name, d) in [
+                    ("kinesis.delivery_timeout", k.delivery_timeout.0),
+                    ("kinesis.call_timeout", k.call_timeout.0),
+                    ("kinesis.probe_interval", k.probe_interval.0),
+                ] {
+                    if d.is_zero() {
+                        return Err(field_error(name, "must be greater than 0"));
+                    }
+                }
             }
             SinkKind::File | SinkKind::Blackhole => {}
         }

@@ -154,12 +154,12 @@ impl Pipeline {
                     metrics::counter!(telemetry::PUBLISH_FAILURES, "sink" => sink, "reason" => e.code()).increment(1);
                     // Retriable failures are the sink being unavailable (503 + Retry-After);
                     // a sink refusing a record for good is a server-side problem (500).
-                    let status = if e.retriable() { 503 } else { 500 };
+                    let status = e.status();
                     let o = &mut outcomes[i];
                     o.status = status;
                     o.retriable = e.retriable();
                     o.error = Some(EventError::new(status, e.code(), "", e.to_string()));
-                    if !e.retriable() {
+                    if status == 500 {
                         tracing::error!(sink, error = %e, "sink refused a record");
                     }
                 }

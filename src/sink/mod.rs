@@ -5,6 +5,7 @@
 mod blackhole;
 mod file;
 mod kafka;
+mod kinesis;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use bytes::Bytes;
 pub use blackhole::BlackholeSink;
 pub use file::FileSink;
 pub use kafka::KafkaSink;
+pub use kinesis::KinesisSink;
 
 use crate::config::{Config, SinkKind};
 
@@ -56,9 +58,12 @@ pub enum DeliveryError {
     /// Not acknowledged within the delivery timeout (broker down, partitions offline, ...).
     #[error("not acknowledged in time: {0}")]
     TimedOut(String),
-    /// The sink refused the record for good (too large, unknown topic, ...).
+    /// The sink refused the record for good (unknown topic, no permission, ...).
     #[error("refused by the sink: {0}")]
     Rejected(String),
+    /// The record is over the sink's own size limit (Kinesis: 1 MiB with its key).
+    #[error("too large for the sink: {0}")]
+    TooLarge(String),
     #[error("delivery failed: {0}")]
     Failed(String),
     /// The sink could not take the record and the spool is full.
@@ -76,6 +81,7 @@ impl DeliveryError {
             DeliveryError::QueueFull => "sink_queue_full",
             DeliveryError::TimedOut(_) => "delivery_timeout",
             DeliveryError::Rejected(_) => "delivery_rejected",
+            DeliveryError::TooLarge(_) => "record_too_large",
             DeliveryError::Failed(_) => "delivery_failed",
             DeliveryError::SpoolFull => "spool_full",
             DeliveryError::SpoolFailed(_) => "spool_failed",
@@ -84,7 +90,19 @@ impl DeliveryError {
 
     /// Whether the same record could succeed later (answered 503 + Retry-After).
     pub fn retriable(&self) -> bool {
-        !matches!(self, DeliveryError::Rejected(_))
+        !matches!(
+            self,
+            DeliveryError::Rejected(_) | DeliveryError::TooLarge(_)
+        )
+    }
+
+    /// The HTTP status an event that failed this way gets.
+    pub fn status(&self) -> u16 {
+        match self {
+            DeliveryError::TooLarge(_) => 413,
+            e if e.retriable() => 503,
+            _ => 500,
+        }
     }
 }
 
@@ -123,6 +141,6 @@ pub async fn from_config(config: &Config) -> anyhow::Result<Arc<dyn Sink>> {
         SinkKind::Blackhole => Arc::new(BlackholeSink::default()),
         SinkKind::File => Arc::new(FileSink::open(&config.file.dir)?),
         SinkKind::Kafka => Arc::new(KafkaSink::new(&config.kafka)?),
-        SinkKind::Kinesis => anyhow::bail!("sink.kind = \"kinesis\" is not built yet"),
+        SinkKind::Kinesis => Arc::new(KinesisSink::new(&config.kinesis).await?),
     })
 }

@@ -47,6 +47,18 @@ pub const JWKS_FETCHES: &str = "sluice_jwks_fetches_total";
 pub const JWKS_KEYS: &str = "sluice_jwks_keys";
 /// Age of the oldest JWKS key cache (time since its last successful fetch).
 pub const JWKS_AGE: &str = "sluice_jwks_age_seconds";
+/// Kinesis records acknowledged by PutRecords.
+pub const KINESIS_RECORDS_PUT: &str = "sluice_kinesis_records_put_total";
+/// Kinesis record failures, by `code` (the record's ErrorCode, or the call's error).
+pub const KINESIS_RECORDS_FAILED: &str = "sluice_kinesis_records_failed_total";
+/// Kinesis records sent again after a failure.
+pub const KINESIS_RETRIES: &str = "sluice_kinesis_retries_total";
+/// Kinesis throttling answers (ProvisionedThroughputExceeded, LimitExceeded), records or calls.
+pub const KINESIS_THROTTLES: &str = "sluice_kinesis_throttles_total";
+/// One PutRecords call, from send to answer.
+pub const KINESIS_CALL_DURATION: &str = "sluice_kinesis_call_duration_seconds";
+/// Records per PutRecords call.
+pub const KINESIS_BATCH_RECORDS: &str = "sluice_kinesis_batch_records";
 /// Bytes of spool segments on disk (replayed or not; a segment goes once fully acknowledged).
 pub const SPOOL_BYTES: &str = "sluice_spool_bytes";
 /// Bytes in the spool not yet acknowledged by the sink: the spool backlog.
@@ -78,6 +90,11 @@ pub fn prometheus() -> PrometheusHandle {
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .expect("static bucket list is not empty")
+                .set_buckets_for_metric(
+                    Matcher::Full(KINESIS_BATCH_RECORDS.into()),
+                    &[1.0, 5.0, 10.0, 50.0, 100.0, 250.0, 500.0],
+                )
                 .expect("static bucket list is not empty")
                 .install_recorder()
                 .expect("no other metrics recorder is installed");
@@ -148,6 +165,28 @@ fn describe() {
         Unit::Seconds,
         "Time since the least recently refreshed JWKS URL was last fetched successfully"
     );
+    describe_counter!(
+        KINESIS_RECORDS_PUT,
+        "Kinesis records acknowledged by PutRecords"
+    );
+    describe_counter!(
+        KINESIS_RECORDS_FAILED,
+        "Kinesis record failures by code (record ErrorCode or call error)"
+    );
+    describe_counter!(
+        KINESIS_RETRIES,
+        "Kinesis records sent again after a failure"
+    );
+    describe_counter!(
+        KINESIS_THROTTLES,
+        "Kinesis throttling answers (records or whole calls)"
+    );
+    describe_histogram!(
+        KINESIS_CALL_DURATION,
+        Unit::Seconds,
+        "One PutRecords call, from send to answer"
+    );
+    describe_histogram!(KINESIS_BATCH_RECORDS, "Records per PutRecords call");
     describe_gauge!(
         SPOOL_BYTES,
         Unit::Bytes,

@@ -5,6 +5,7 @@ mod auth;
 mod faults;
 mod ingest;
 mod kafka;
+mod kinesis;
 mod process;
 mod process_faults;
 mod registry;

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod kafka;
+pub mod kinesis;
 pub mod load;
 pub mod process;
 pub mod proxy;
@@ -72,6 +73,15 @@ impl Workspace {
         c.schemas.dir = self.schemas();
         c.file.dir = self.data();
         c.registry.url = format!("sqlite://{}", self.data().join("registry.db").display());
+        c
+    }
+
+    pub fn kinesis_config(&self, endpoint: &str) -> Config {
+        let mut c = self.config();
+        c.sink.kind = SinkKind::Kinesis;
+        c.kinesis.endpoint_url = Some(endpoint.to_string());
+        c.kinesis.region = Some("us-east-1".into());
+        c.kinesis.probe_interval = HumanDuration(Duration::from_millis(300));
         c
     }
 
