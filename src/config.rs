@@ -1211,6 +1211,15 @@ mod tests {
         assert_eq!(c.spool.segment_bytes, d.spool.segment_bytes);
         assert_eq!(c.spool.ack_timeout.0, d.spool.ack_timeout.0);
         assert_eq!(c.spool.replay_batch, d.spool.replay_batch);
+        let (k, dk) = (&c.kinesis, &d.kinesis);
+        assert_eq!(k.linger.0, dk.linger.0);
+        assert_eq!(k.max_batch_records, dk.max_batch_records);
+        assert_eq!(k.max_batch_bytes, dk.max_batch_bytes);
+        assert_eq!(k.max_in_flight_calls, dk.max_in_flight_calls);
+        assert_eq!(k.delivery_timeout.0, dk.delivery_timeout.0);
+        assert_eq!(k.call_timeout.0, dk.call_timeout.0);
+        assert_eq!(k.probe_interval.0, dk.probe_interval.0);
+        assert_eq!(k.format, dk.format);
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //! - [`event`]: CloudEvents decoding (single, batch, NDJSON, binary) and request limits.
 //! - [`registry`]: schema stores and the lock-free cache of compiled validators.
 //! - [`pipeline`]: validate, route, build records, publish, per-event outcomes.
-//! - [`spool`]: the on-disk write-ahead log for when the sink is down (format and recovery).
-//! - [`sink`]: the `Sink` trait and its Kafka, file and blackhole implementations.
+//! - [`spool`]: the on-disk write-ahead log for when the sink is down or slow, and its replay.
+//! - [`sink`]: the `Sink` trait and its Kafka, Kinesis, file and blackhole implementations.
 //! - [`telemetry`]: metric names and logging setup.
 //! - [`error`]: the API error shape.
 //!
