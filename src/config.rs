@@ -263,7 +263,7 @@ pub struct KinesisConfig {
     /// Readiness re-checks the streams this often (DescribeStreamSummary).
     pub probe_interval: HumanDuration,
     pub format: KinesisFormat,
-    /// Streams readiness checks from the start (streams used since are checked too).
+    /// Streams `/readyz` checks with DescribeStreamSummary; empty: ListStreams answers.
     pub streams: Vec<String>,
 }
 

@@ -18,7 +18,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -45,7 +45,6 @@ pub struct KinesisSink {
     ready: Arc<AtomicBool>,
     /// Records handed over and not answered yet (for `flush`).
     pending: Arc<AtomicUsize>,
-    seen_streams: Arc<Mutex<HashSet<String>>>,
     delivery_timeout: Duration,
     format: KinesisFormat,
 }
@@ -107,21 +106,17 @@ impl KinesisSink {
         let (tx, rx) = mpsc::channel(100_000);
         let ready = Arc::new(AtomicBool::new(false));
         let pending = Arc::new(AtomicUsize::new(0));
-        let seen_streams = Arc::new(Mutex::new(
-            config.streams.iter().cloned().collect::<HashSet<_>>(),
-        ));
         tokio::spawn(batcher(client.clone(), rx, limits, pending.clone()));
         tokio::spawn(probe(
             client,
             Arc::downgrade(&ready),
-            seen_streams.clone(),
+            config.streams.clone(),
             config.probe_interval.0,
         ));
         Ok(KinesisSink {
             tx,
             ready,
             pending,
-            seen_streams,
             delivery_timeout: config.delivery_timeout.0,
             format: config.format,
         })
@@ -220,11 +215,6 @@ impl Sink for KinesisSink {
                 last_error: None,
                 done,
             };
-            if let Ok(mut s) = self.seen_streams.lock() {
-                if !s.contains(&r.topic) {
-                    s.insert(r.topic.clone());
-                }
-            }
             self.pending.fetch_add(1, Ordering::Relaxed);
             match self.tx.try_send(item) {
                 Ok(()) => waits.push(Ok(rx)),
@@ -612,20 +602,18 @@ where
     }
 }
 
-/// Keeps `ready` current: every stream in use (and `kinesis.streams`) answers
-/// DescribeStreamSummary as ACTIVE or UPDATING; with none known yet, ListStreams answers.
+/// Keeps `ready` current: every stream in `kinesis.streams` answers DescribeStreamSummary as
+/// ACTIVE or UPDATING; with none listed, ListStreams answers (Kinesis is reachable and the
+/// credentials work). Streams met only in traffic do not count: an event type routed to a
+/// stream that does not exist fails its own events (500), not the whole replica.
 async fn probe(
     client: aws_sdk_kinesis::Client,
     ready: std::sync::Weak<AtomicBool>,
-    streams: Arc<Mutex<HashSet<String>>>,
+    names: Vec<String>,
     interval: Duration,
 ) {
     use aws_sdk_kinesis::types::StreamStatus;
     loop {
-        let names: Vec<String> = streams
-            .lock()
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default();
         let ok = if names.is_empty() {
             client.list_streams().limit(1).send().await.is_ok()
         } else {

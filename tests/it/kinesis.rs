@@ -264,3 +264,37 @@ async fn kinesis_hot_keys_keep_their_order_at_one_record_per_key_per_call() {
         }
     }
 }
+
+#[tokio::test]
+async fn kinesis_a_missing_stream_fails_its_events_and_readiness_follows_listed_streams() {
+    let ws = Workspace::new();
+    let (ty, stream) = fresh_stream(&ws, 1).await;
+    let ghost = unique("it.kinesis.ghost.");
+    ws.schema(&ghost, 1, strict_schema());
+    let mut c = ws.kinesis_config(&endpoint());
+    c.kinesis.streams = vec![stream.clone()];
+    let s = TestServer::start_ready(c).await;
+    let a = s
+        .send_json(&json!([
+            {"type": ty, "id": "real", "data": {"n": 1}},
+            {"type": ghost, "id": "ghost", "data": {"n": 2}}
+        ]))
+        .await;
+    assert_eq!(a.status, 207, "{}", a.body);
+    assert_eq!(a.result(0)["status"], 200);
+    assert_eq!(a.result(1)["status"], 500);
+    assert_eq!(a.result(1)["error"]["code"], "delivery_rejected");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        s.readyz().await,
+        200,
+        "one bad route does not unready the replica"
+    );
+
+    // A listed stream that does not exist does.
+    let mut c = ws.kinesis_config(&endpoint());
+    c.kinesis.streams = vec![format!("events.{ghost}")];
+    let s = TestServer::start(c).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(s.readyz().await, 503);
+}
