@@ -657,3 +657,57 @@ async fn probe(
         tokio::time::sleep(interval).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(value: &'static [u8]) -> Record {
+        Record {
+            topic: "s".into(),
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from_static(value),
+            headers: vec![
+                ("ce_id", Bytes::from_static(b"e1")),
+                ("ce_type", Bytes::from_static(b"app.signup")),
+                ("content-type", Bytes::from_static(b"application/json")),
+                ("sluice_schema_id", Bytes::from_static(b"7")),
+                (
+                    "sluice_received_time",
+                    Bytes::from_static(b"2026-11-23T00:00:00.000Z"),
+                ),
+            ],
+            extension_headers: vec![("ce_region".into(), Bytes::from_static(b"eu"))],
+        }
+    }
+
+    #[test]
+    fn the_envelope_is_a_cloudevent_with_sluice_extensions() {
+        let e: serde_json::Value =
+            serde_json::from_slice(&envelope(&record(br#"{"plan":"team"}"#))).unwrap();
+        assert_eq!(
+            e,
+            serde_json::json!({
+                "id": "e1", "type": "app.signup", "datacontenttype": "application/json",
+                "sluiceschemaid": "7", "sluicereceivedtime": "2026-11-23T00:00:00.000Z",
+                "region": "eu", "data": {"plan": "team"}
+            })
+        );
+        // Not JSON (Confluent's framing): base64.
+        let e: serde_json::Value =
+            serde_json::from_slice(&envelope(&record(b"\x00\x00\x00\x00\x07{}"))).unwrap();
+        assert_eq!(e["data_base64"], "AAAAAAd7fQ==");
+        assert!(e.get("data").is_none());
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_stays_capped() {
+        for attempts in 1..20 {
+            let b = backoff(attempts);
+            let base = MIN_BACKOFF
+                .saturating_mul(1 << attempts.min(10))
+                .min(MAX_BACKOFF);
+            assert!(b >= base / 2 && b <= base, "{attempts}: {b:?}");
+        }
+    }
+}

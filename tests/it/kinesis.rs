@@ -298,3 +298,80 @@ async fn kinesis_a_missing_stream_fails_its_events_and_readiness_follows_listed_
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(s.readyz().await, 503);
 }
+
+#[tokio::test]
+async fn kinesis_throttling_holds_admission_so_new_work_gets_503_with_retry_after() {
+    let ws = Workspace::new();
+    let (ty, _stream) = fresh_stream(&ws, 1).await;
+    let proxy = KinesisProxy::start(&endpoint()).await;
+    let mut c = ws.kinesis_config(&proxy.url);
+    c.kinesis.delivery_timeout = HumanDuration(Duration::from_secs(3));
+    c.limits.max_events = 10;
+    c.limits.max_inflight_events = 10;
+    c.limits.admission_wait = HumanDuration(Duration::from_millis(100));
+    let s = TestServer::start_ready(c).await;
+    // A shard that throttles everything: its records wait in retries, holding admission.
+    proxy.fail("throttled", usize::MAX);
+    let held: Vec<_> = (0..10)
+        .map(|i| json!({"type": ty, "id": format!("t{i}"), "partitionkey": "throttled", "data": {"n": i}}))
+        .collect();
+    let held = json!(held);
+    let held = s.send_json(&held);
+    let probe = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        s.send_json(&json!({"type": ty, "id": "late", "data": {"n": 1}}))
+            .await
+    };
+    let (held, refused) = tokio::join!(held, probe);
+    assert_eq!(
+        (refused.status, refused.code()),
+        (503, "overloaded"),
+        "{}",
+        refused.body
+    );
+    assert!(refused.retry_after.is_some());
+    assert_eq!(held.status, 503, "{}", held.body);
+    let m = s.metrics().await;
+    assert!(m.contains("sluice_kinesis_throttles_total"), "{m}");
+    // Admission is free again once they were answered.
+    let a = s
+        .send_json(&json!({"type": ty, "id": "after", "data": {"n": 2}}))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+}
+
+#[tokio::test]
+async fn kinesis_with_the_spool_replays_spooled_events_into_the_stream() {
+    let ws = Workspace::new();
+    let (ty, stream) = fresh_stream(&ws, 2).await;
+    let mut c = ws.kinesis_config(&endpoint());
+    c.spool.enabled = true;
+    c.spool.dir = ws.path().join("spool");
+    c.routes.ack = sluice::config::Ack::Spool;
+    let s = TestServer::start_ready(c).await;
+    let events: Vec<_> = (0..50)
+        .map(|i| json!({"type": ty, "id": format!("sp{i}"), "partitionkey": "one", "data": {"n": i}}))
+        .collect();
+    let a = s.send_json(&json!(events)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = s.get("/readyz").await.body;
+        if r["checks"]["spool"]["backlog_bytes"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "spool not drained: {r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let records = read_stream(&endpoint(), &stream).await;
+    let ns: Vec<u64> = records
+        .iter()
+        .map(|r| r.json()["data"]["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        ns,
+        (0..50).collect::<Vec<_>>(),
+        "replayed once each, in order"
+    );
+    assert_eq!(records[0].json()["id"], "sp0");
+}
