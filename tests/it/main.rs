@@ -6,6 +6,7 @@ mod faults;
 mod ingest;
 mod kafka;
 mod kinesis;
+mod loadtest;
 mod process;
 mod process_faults;
 mod registry;

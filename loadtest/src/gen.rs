@@ -1,0 +1,112 @@
+//! Events that look like telemetry: mostly page views of a configurable size, some sign-ups,
+//! each with a unique id (`<run>-<worker>-<seq>`) and a partition key drawn from a user pool.
+
+use serde_json::{json, Value};
+
+/// The event types sent and their share, matching the repository's `schemas/`.
+pub const TYPES: &[(&str, u32)] = &[("app.page_view", 9), ("app.signup", 1)];
+
+pub struct Generator {
+    run: String,
+    worker: usize,
+    seq: u64,
+    /// Approximate JSON size of a page view's `data`.
+    size: usize,
+    pad: String,
+    rng: u64,
+}
+
+impl Generator {
+    pub fn new(run: &str, worker: usize, size: usize) -> Generator {
+        Generator {
+            run: run.to_string(),
+            worker,
+            seq: 0,
+            size,
+            pad: "abcdefghijklmnopqrstuvwxyz0123456789-".repeat(size / 37 + 1),
+            rng: 0x9E37_79B9_7F4A_7C15 ^ (worker as u64).wrapping_mul(0x2545_F491_4F6C_DD1D),
+        }
+    }
+
+    fn next_rand(&mut self) -> u64 {
+        // xorshift64*: cheap and good enough to pick types and users.
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// The next event, with its id.
+    pub fn event(&mut self) -> (String, Value) {
+        self.seq += 1;
+        let id = format!("{}-{}-{}", self.run, self.worker, self.seq);
+        let r = self.next_rand();
+        let user = format!("user-{}", r % 10_000);
+        let total: u32 = TYPES.iter().map(|(_, w)| w).sum();
+        let mut pick = (r >> 32) as u32 % total;
+        let mut ty = TYPES[0].0;
+        for (t, w) in TYPES {
+            if pick < *w {
+                ty = t;
+                break;
+            }
+            pick -= w;
+        }
+        let data = match ty {
+            "app.signup" => {
+                let plan = ["free", "team", "enterprise"][(r % 3) as usize];
+                json!({"user_id": user, "plan": plan})
+            }
+            _ => {
+                let base = json!({
+                    "url": format!("https://shop.example.com/products/{}?utm_source=newsletter&utm_medium=email", r % 5000),
+                    "referrer": "https://www.example.org/search?q=running+shoes",
+                    "duration_ms": r % 30_000,
+                    "user_agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36",
+                    "screen": {"w": 1920, "h": 1080, "dpr": 1.5},
+                    "locale": "en-GB",
+                });
+                let len = base.to_string().len();
+                let mut data = base;
+                if self.size > len + 12 {
+                    data["props"] = json!({"note": &self.pad[..self.size - len - 12]});
+                }
+                data
+            }
+        };
+        let event = json!({
+            "type": ty,
+            "id": id,
+            "source": "/loadtest",
+            "partitionkey": user,
+            "data": data,
+        });
+        (id, event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_have_unique_ids_a_type_mix_and_about_the_size_asked() {
+        let mut g = Generator::new("r1", 3, 1024);
+        let mut ids = std::collections::HashSet::new();
+        let mut signups = 0;
+        for _ in 0..1000 {
+            let (id, e) = g.event();
+            assert!(ids.insert(id.clone()));
+            assert_eq!(e["id"], id);
+            if e["type"] == "app.signup" {
+                signups += 1;
+            } else {
+                let n = e["data"].to_string().len();
+                assert!((1000..1100).contains(&n), "{n}");
+            }
+        }
+        assert!((50..200).contains(&signups), "{signups}");
+    }
+}

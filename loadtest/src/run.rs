@@ -1,0 +1,268 @@
+//! Sending: closed loop (each connection sends its next request when the last is answered) or
+//! open loop (requests are due at a fixed rate; a request's latency runs from when it was due,
+//! so time spent waiting for a free connection counts, as a real client would feel it).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::gen::Generator;
+use crate::report::{histogram, Report};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One event per request (`application/cloudevents+json`); `--batch` must be 1.
+    Single,
+    /// A JSON array (`application/cloudevents-batch+json`).
+    Array,
+    /// One event per line (`application/x-ndjson`).
+    Ndjson,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+#[derive(Debug, Clone)]
+pub enum Auth {
+    None,
+    /// `Authorization: Bearer <token>`.
+    Bearer(String),
+    /// `X-API-Key: <key>`.
+    ApiKey(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Sluice's base URL, e.g. `http://127.0.0.1:8080`.
+    pub url: String,
+    pub duration: Duration,
+    /// Closed loop: concurrent connections. Open loop: the most requests in flight.
+    pub connections: usize,
+    /// Requests per second: open loop. `None`: closed loop.
+    pub rate: Option<f64>,
+    pub batch: usize,
+    pub format: Format,
+    /// Approximate size of a page view's data, in bytes.
+    pub size: usize,
+    pub compression: Compression,
+    pub auth: Auth,
+    /// Keep the ids answered 2xx, for the audit.
+    pub record_ids: bool,
+    /// Prefix of every event id of this run.
+    pub run_id: String,
+}
+
+/// A run's figures, and the ids answered 2xx when asked for.
+pub struct Outcome {
+    pub report: Report,
+    pub acked: Vec<String>,
+}
+
+#[derive(Default)]
+struct Stats {
+    statuses: BTreeMap<String, u64>,
+    events_sent: u64,
+    events_accepted: u64,
+    bytes: u64,
+    acked: Vec<String>,
+}
+
+struct Shared {
+    opts: Options,
+    client: reqwest::Client,
+    stats: Mutex<Stats>,
+    hist: Mutex<Histogram<u64>>,
+}
+
+pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
+    if opts.format == Format::Single && opts.batch != 1 {
+        anyhow::bail!("--format single sends one event per request: use --batch 1");
+    }
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(opts.connections)
+        .http1_only()
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let shared = Arc::new(Shared {
+        opts: opts.clone(),
+        client,
+        stats: Mutex::new(Stats::default()),
+        hist: Mutex::new(histogram()),
+    });
+    let started = Instant::now();
+    let deadline = started + opts.duration;
+    let mode = match opts.rate {
+        None => {
+            let workers: Vec<_> = (0..opts.connections)
+                .map(|w| {
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        let mut gen = Generator::new(&shared.opts.run_id, w, shared.opts.size);
+                        while Instant::now() < deadline {
+                            let (body, ids) = build(&shared.opts, &mut gen);
+                            let due = Instant::now();
+                            send(&shared, body, ids, due).await;
+                        }
+                    })
+                })
+                .collect();
+            for w in workers {
+                w.await?;
+            }
+            format!("closed loop, {} connections", opts.connections)
+        }
+        Some(rate) => {
+            let slots = Arc::new(tokio::sync::Semaphore::new(opts.connections));
+            let interval = Duration::from_secs_f64(1.0 / rate);
+            let mut gen = Generator::new(&opts.run_id, 0, opts.size);
+            let mut tasks = Vec::new();
+            let mut k: u32 = 0;
+            loop {
+                let due = started + interval * k;
+                if due >= deadline {
+                    break;
+                }
+                k += 1;
+                tokio::time::sleep_until(due).await;
+                let permit = slots.clone().acquire_owned().await?;
+                let (body, ids) = build(&opts, &mut gen);
+                let shared = shared.clone();
+                tasks.push(tokio::spawn(async move {
+                    send(&shared, body, ids, due).await;
+                    drop(permit);
+                }));
+                if tasks.len() > 10_000 {
+                    tasks.retain(|t| !t.is_finished());
+                }
+            }
+            for t in tasks {
+                t.await?;
+            }
+            format!(
+                "open loop, {rate:.0} req/s, up to {} in flight",
+                opts.connections
+            )
+        }
+    };
+    let elapsed = started.elapsed();
+    let shared = Arc::try_unwrap(shared).map_err(|_| anyhow::anyhow!("workers still running"))?;
+    let stats = shared.stats.into_inner().expect("not poisoned");
+    let hist = shared.hist.into_inner().expect("not poisoned");
+    let report = Report::new(
+        mode,
+        elapsed,
+        &hist,
+        stats.statuses,
+        stats.events_sent,
+        stats.events_accepted,
+        stats.bytes,
+    );
+    Ok(Outcome {
+        report,
+        acked: stats.acked,
+    })
+}
+
+/// A request body (compressed as asked) and the ids of its events.
+fn build(opts: &Options, gen: &mut Generator) -> (Vec<u8>, Vec<String>) {
+    let mut ids = Vec::with_capacity(opts.batch);
+    let mut events: Vec<Value> = Vec::with_capacity(opts.batch);
+    for _ in 0..opts.batch {
+        let (id, e) = gen.event();
+        ids.push(id);
+        events.push(e);
+    }
+    let raw = match opts.format {
+        Format::Single => serde_json::to_vec(&events[0]).expect("serializes"),
+        Format::Array => serde_json::to_vec(&events).expect("serializes"),
+        Format::Ndjson => {
+            let mut out = Vec::new();
+            for e in &events {
+                serde_json::to_writer(&mut out, e).expect("serializes");
+                out.push(b'\n');
+            }
+            out
+        }
+    };
+    let body = match opts.compression {
+        Compression::None => raw,
+        Compression::Gzip => {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            enc.write_all(&raw).expect("in memory");
+            enc.finish().expect("in memory")
+        }
+        Compression::Zstd => zstd::bulk::compress(&raw, 1).expect("in memory"),
+    };
+    (body, ids)
+}
+
+async fn send(shared: &Shared, body: Vec<u8>, ids: Vec<String>, due: Instant) {
+    let opts = &shared.opts;
+    let content_type = match opts.format {
+        Format::Single => "application/cloudevents+json",
+        Format::Array => "application/cloudevents-batch+json",
+        Format::Ndjson => "application/x-ndjson",
+    };
+    let len = body.len() as u64;
+    let mut req = shared
+        .client
+        .post(format!("{}/v1/events", opts.url))
+        .header("content-type", content_type);
+    match opts.compression {
+        Compression::None => {}
+        Compression::Gzip => req = req.header("content-encoding", "gzip"),
+        Compression::Zstd => req = req.header("content-encoding", "zstd"),
+    }
+    match &opts.auth {
+        Auth::None => {}
+        Auth::Bearer(t) => req = req.bearer_auth(t),
+        Auth::ApiKey(k) => req = req.header("x-api-key", k),
+    }
+    let result = req.body(body).send().await;
+    let (class, accepted): (String, Vec<String>) = match result {
+        Err(_) => ("error".into(), Vec::new()),
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let bytes = resp.bytes().await.unwrap_or_default();
+            let accepted = match status {
+                200 => ids.clone(),
+                207 => serde_json::from_slice::<Value>(&bytes)
+                    .ok()
+                    .and_then(|v| v["results"].as_array().cloned())
+                    .map(|results| {
+                        results
+                            .iter()
+                            .filter(|r| r["status"] == 200)
+                            .filter_map(|r| r["id"].as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            (format!("{}xx", status / 100), accepted)
+        }
+    };
+    let micros = due.elapsed().as_micros().max(1) as u64;
+    shared
+        .hist
+        .lock()
+        .expect("not poisoned")
+        .saturating_record(micros);
+    let mut st = shared.stats.lock().expect("not poisoned");
+    *st.statuses.entry(class).or_default() += 1;
+    st.events_sent += ids.len() as u64;
+    st.events_accepted += accepted.len() as u64;
+    st.bytes += len;
+    if opts.record_ids {
+        st.acked.extend(accepted);
+    }
+}

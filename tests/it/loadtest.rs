@@ -1,0 +1,81 @@
+//! The load generator (loadtest/) as CI's smoke run: a few seconds of realistic traffic
+//! through the real Kafka sink, then its audit of the topics: nothing acknowledged is lost.
+
+use std::time::Duration;
+
+use sluice_loadtest::{audit, gen, run, Auth, Compression, Format, Options};
+
+use crate::support::kafka::{brokers, create_topic};
+use crate::support::{unique, TestServer, Workspace};
+
+async fn smoke(format: Format, batch: usize, compression: Compression) {
+    let brokers = brokers();
+    let ws = Workspace::new();
+    // The repository's own schemas: the generator sends what they describe.
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+    for (ty, _) in gen::TYPES {
+        let schema = std::fs::read_to_string(repo.join(ty).join("1.json")).unwrap();
+        ws.schema(ty, 1, serde_json::from_str(&schema).unwrap());
+    }
+    let prefix = unique("lt");
+    let template = format!("{prefix}.{{type}}");
+    let topics: Vec<String> = gen::TYPES
+        .iter()
+        .map(|(t, _)| template.replace("{type}", t))
+        .collect();
+    for t in &topics {
+        create_topic(&brokers, t, 3).await;
+    }
+    let mut c = ws.kafka_config(&brokers);
+    c.routes.default_topic = template;
+    let s = TestServer::start_ready(c).await;
+    let run_id = unique("r");
+    let out = run(Options {
+        url: s.url.clone(),
+        duration: Duration::from_secs(3),
+        connections: 4,
+        rate: None,
+        batch,
+        format,
+        size: 1024,
+        compression,
+        auth: Auth::None,
+        record_ids: true,
+        run_id: run_id.clone(),
+    })
+    .await
+    .unwrap();
+    eprintln!(
+        "[loadtest {format:?} {compression:?}] {}",
+        out.report.text()
+    );
+    assert!(out.report.events_accepted > 0);
+    assert_eq!(
+        out.report.statuses.keys().collect::<Vec<_>>(),
+        ["2xx"],
+        "{:?}",
+        out.report.statuses
+    );
+    let acked = out.acked;
+    let a = tokio::task::spawn_blocking(move || {
+        audit::kafka(&brokers, &topics, &run_id, &acked, Duration::from_secs(60))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    eprintln!("[loadtest] {}", a.text());
+    assert_eq!(a.lost, 0, "{}", a.text());
+    assert_eq!(a.duplicates, 0, "{}", a.text());
+    assert_eq!(a.acknowledged as u64, out.report.events_accepted);
+}
+
+#[tokio::test]
+async fn loadtest_smoke_batches_audit_lost_zero() {
+    smoke(Format::Array, 50, Compression::None).await;
+}
+
+#[tokio::test]
+async fn loadtest_smoke_gzip_ndjson_and_single_events_audit_lost_zero() {
+    smoke(Format::Ndjson, 20, Compression::Gzip).await;
+    smoke(Format::Single, 1, Compression::Zstd).await;
+}
