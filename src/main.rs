@@ -45,6 +45,14 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// For benchmarks only: the ceiling. The same HTTP stack as `serve` (tokio, hyper, axum)
+    /// answering `POST /v1/events` with 200 after reading the body, and nothing else: no
+    /// parsing, no validation, no sink. loadtest/bench compares Sluice with it.
+    #[command(hide = true)]
+    Ceiling {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 #[derive(Subcommand)]
@@ -136,6 +144,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Schema { target, command } => schema_cli::run(target, command).await,
+        Command::Ceiling { listen } => {
+            let app = axum::Router::new()
+                .route(
+                    "/v1/events",
+                    axum::routing::post(|body: axum::body::Bytes| async move {
+                        std::hint::black_box(body.len());
+                        (
+                            [(axum::http::header::CONTENT_TYPE, "application/json")],
+                            r#"{"accepted":1,"rejected":0}"#,
+                        )
+                    }),
+                )
+                .layer(axum::extract::DefaultBodyLimit::max(64 << 20));
+            let listener = tokio::net::TcpListener::bind(listen).await?;
+            eprintln!("sluice ceiling: answering 200 on {listen}/v1/events (benchmarks only)");
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await?;
+            Ok(())
+        }
         Command::Keys {
             command:
                 KeysCommand::Generate {

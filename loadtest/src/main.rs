@@ -67,6 +67,12 @@ struct Cli {
     json: Option<PathBuf>,
 }
 
+/// Prints a line; a closed stdout (`| head`) is not worth a panic.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let (n, unit) = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')
@@ -141,7 +147,7 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
         run_id: run_id.clone(),
     };
     let outcome = run(opts).await?;
-    println!("{}", outcome.report.text());
+    say(&outcome.report.text());
     let mut json = serde_json::json!({"report": outcome.report});
     let mut code = std::process::ExitCode::SUCCESS;
     if let Some(brokers) = &cli.audit_kafka {
@@ -154,7 +160,7 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
             audit::kafka(&brokers, &topics, &run_id, &acked, timeout)
         })
         .await??;
-        println!("{}", a.text());
+        say(&a.text());
         if a.lost > 0 {
             code = std::process::ExitCode::from(1);
         }
