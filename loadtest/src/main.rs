@@ -56,7 +56,14 @@ struct Cli {
     /// After the run, read these brokers' topics back and compare with what was acknowledged.
     #[arg(long)]
     audit_kafka: Option<String>,
-    /// Topic of an event type, as Sluice routes it.
+    /// After the run, read the Kinesis streams back (Sluice's envelope format) and compare.
+    /// Credentials and region from the AWS chain.
+    #[arg(long)]
+    audit_kinesis: bool,
+    /// Kinesis endpoint for the audit (an emulator); unset: AWS.
+    #[arg(long)]
+    kinesis_endpoint: Option<String>,
+    /// Topic (or stream) of an event type, as Sluice routes it.
     #[arg(long, default_value = "events.{type}")]
     topic_template: String,
     /// How long the audit may read.
@@ -143,23 +150,41 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
         size: cli.size,
         compression: cli.compression,
         auth: mint(&cli)?,
-        record_ids: cli.audit_kafka.is_some(),
+        record_ids: cli.audit_kafka.is_some() || cli.audit_kinesis,
         run_id: run_id.clone(),
     };
     let outcome = run(opts).await?;
     say(&outcome.report.text());
     let mut json = serde_json::json!({"report": outcome.report});
     let mut code = std::process::ExitCode::SUCCESS;
-    if let Some(brokers) = &cli.audit_kafka {
-        let topics: Vec<String> = gen::TYPES
-            .iter()
-            .map(|(t, _)| cli.topic_template.replace("{type}", t))
-            .collect();
+    let topics: Vec<String> = gen::TYPES
+        .iter()
+        .map(|(t, _)| cli.topic_template.replace("{type}", t))
+        .collect();
+    let audited = if let Some(brokers) = &cli.audit_kafka {
         let (brokers, acked, timeout) = (brokers.clone(), outcome.acked, cli.audit_timeout);
-        let a = tokio::task::spawn_blocking(move || {
-            audit::kafka(&brokers, &topics, &run_id, &acked, timeout)
-        })
-        .await??;
+        let run_id = run_id.clone();
+        Some(
+            tokio::task::spawn_blocking(move || {
+                audit::kafka(&brokers, &topics, &run_id, &acked, timeout)
+            })
+            .await??,
+        )
+    } else if cli.audit_kinesis {
+        Some(
+            audit::kinesis(
+                cli.kinesis_endpoint.as_deref(),
+                &topics,
+                &run_id,
+                &outcome.acked,
+                cli.audit_timeout,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    if let Some(a) = audited {
         say(&a.text());
         if a.lost > 0 {
             code = std::process::ExitCode::from(1);

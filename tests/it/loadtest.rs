@@ -79,3 +79,56 @@ async fn loadtest_smoke_gzip_ndjson_and_single_events_audit_lost_zero() {
     smoke(Format::Ndjson, 20, Compression::Gzip).await;
     smoke(Format::Single, 1, Compression::Zstd).await;
 }
+
+#[tokio::test]
+async fn loadtest_smoke_through_kinesis_audit_lost_zero() {
+    use crate::support::kinesis::{create_stream, endpoint};
+    let ws = Workspace::new();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+    for (ty, _) in gen::TYPES {
+        let schema = std::fs::read_to_string(repo.join(ty).join("1.json")).unwrap();
+        ws.schema(ty, 1, serde_json::from_str(&schema).unwrap());
+    }
+    let prefix = unique("lt");
+    let template = format!("{prefix}.{{type}}");
+    let streams: Vec<String> = gen::TYPES
+        .iter()
+        .map(|(t, _)| template.replace("{type}", t))
+        .collect();
+    for s in &streams {
+        create_stream(&endpoint(), s, 2).await;
+    }
+    let mut c = ws.kinesis_config(&endpoint());
+    c.routes.default_topic = template;
+    let s = TestServer::start_ready(c).await;
+    let run_id = unique("r");
+    let out = run(Options {
+        url: s.url.clone(),
+        duration: Duration::from_secs(2),
+        connections: 4,
+        rate: None,
+        batch: 50,
+        format: Format::Array,
+        size: 512,
+        compression: Compression::None,
+        auth: Auth::None,
+        record_ids: true,
+        run_id: run_id.clone(),
+    })
+    .await
+    .unwrap();
+    eprintln!("[loadtest kinesis] {}", out.report.text());
+    assert!(out.report.events_accepted > 0);
+    let a = audit::kinesis(
+        Some(&endpoint()),
+        &streams,
+        &run_id,
+        &out.acked,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    eprintln!("[loadtest kinesis] {}", a.text());
+    assert_eq!((a.lost, a.duplicates), (0, 0), "{}", a.text());
+    assert_eq!(a.read, out.acked.len());
+}
