@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sluice::config::{Ack, Config, HumanDuration};
 
-use crate::support::kafka::{consume, consume_ids, create_topic, OwnBroker};
+use crate::support::kafka::{broker_behind_proxy, consume, consume_ids, create_topic};
 use crate::support::load::{audit, Load, Shape};
 use crate::support::proxy::Proxy;
-use crate::support::{free_port, strict_schema, unique, TestServer, Workspace};
+use crate::support::{strict_schema, unique, TestServer, Workspace};
 
 /// How long the broker stays cut in the 30-second tests (`SLUICE_TEST_CUT_SECS` shortens it
 /// when iterating locally).
@@ -23,23 +23,6 @@ fn cut_for() -> Duration {
             .and_then(|v| v.parse().ok())
             .unwrap_or(30),
     )
-}
-
-/// A broker of the test's own behind a proxy; clients only ever reach it through the proxy.
-async fn broker_behind_proxy(durable: bool) -> (OwnBroker, Proxy) {
-    let proxy_port = free_port();
-    let port = free_port();
-    let broker = if durable {
-        OwnBroker::start_durable(port, proxy_port)
-    } else {
-        OwnBroker::start(port, proxy_port)
-    };
-    let proxy = Proxy::start(
-        SocketAddr::from(([127, 0, 0, 1], proxy_port)),
-        SocketAddr::from(([127, 0, 0, 1], port)),
-    )
-    .await;
-    (broker, proxy)
 }
 
 struct Setup {
@@ -90,22 +73,6 @@ fn shape() -> Shape {
     }
 }
 
-/// Waits until the spool has replayed everything.
-async fn wait_spool_drained(s: &TestServer, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let r = s.get("/readyz").await.body;
-        if r["checks"]["spool"]["backlog_bytes"] == 0 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "spool not drained within {within:?}: {r}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// Waits until the sink's probe noticed the broker is gone.
 async fn wait_sink_down(s: &TestServer) {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -136,7 +103,7 @@ async fn fault_broker_cut_with_spool_no_503_and_everything_replayed_in_order_per
     proxy.restore();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let report = load.stop().await;
-    wait_spool_drained(&s, Duration::from_secs(60)).await;
+    s.wait_spool_drained(Duration::from_secs(60)).await;
 
     eprintln!("[cut+spool] statuses {:?}", report.statuses);
     assert!(report.unexpected.is_empty(), "{:?}", report.unexpected);
@@ -268,7 +235,7 @@ async fn fault_a_broker_that_stops_answering_is_spooled_after_ack_timeout() {
         "answered within ack_timeout plus an fsync, not the delivery timeout: {slowest:?}"
     );
     proxy.restore();
-    wait_spool_drained(&s, Duration::from_secs(60)).await;
+    s.wait_spool_drained(Duration::from_secs(60)).await;
     let records = consume(&t.brokers, &t.topic, 6, Duration::from_secs(30)).await;
     let mut ids: Vec<&str> = records.iter().map(|r| r.id()).collect();
     ids.sort();
@@ -302,7 +269,7 @@ async fn fault_ack_spool_answers_from_the_spool_and_replays_whole_records() {
     assert_eq!(ready["checks"]["sink"]["ready"], false, "{ready}");
     assert!(ready["checks"]["spool"]["backlog_bytes"].as_u64().unwrap() > 0);
     proxy.restore();
-    wait_spool_drained(&s, Duration::from_secs(60)).await;
+    s.wait_spool_drained(Duration::from_secs(60)).await;
     let records = consume(&t.brokers, &t.topic, 2, Duration::from_secs(30)).await;
     assert_eq!(records.len(), 2, "{records:?}");
     let r = &records[0];
@@ -354,7 +321,7 @@ async fn fault_a_full_spool_answers_503_spool_full_then_recovers() {
     assert!(full.retry_after.is_some());
     assert!(!accepted.is_empty());
     proxy.restore();
-    wait_spool_drained(&s, Duration::from_secs(60)).await;
+    s.wait_spool_drained(Duration::from_secs(60)).await;
     let a = s
         .send_json(&json!({"type": t.ty, "id": "after", "data": {"n": 1}}))
         .await;

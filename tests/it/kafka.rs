@@ -2,15 +2,13 @@
 //! what the client is told when the broker is gone.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sluice::config::HumanDuration;
 
-use crate::support::kafka::{brokers, consume, create_topic, OwnBroker};
-use crate::support::proxy::Proxy;
-use crate::support::{free_port, strict_schema, unique, TestServer, Workspace};
+use crate::support::kafka::{broker_behind_proxy, brokers, consume, create_topic};
+use crate::support::{strict_schema, unique, TestServer, Workspace};
 
 /// A fresh event type with the strict schema, and its (created) topic.
 async fn fresh_type(ws: &Workspace, brokers: &str) -> (String, String) {
@@ -114,13 +112,7 @@ async fn kafka_partial_batch_only_valid_events_reach_the_topic() {
 #[tokio::test]
 async fn kafka_broker_unreachable_gives_503_retry_after_within_delivery_timeout_and_unready() {
     // A broker of our own, reached only through a proxy we can cut.
-    let proxy_port = free_port();
-    let broker = OwnBroker::start(free_port(), proxy_port);
-    let proxy = Proxy::start(
-        SocketAddr::from(([127, 0, 0, 1], proxy_port)),
-        SocketAddr::from(([127, 0, 0, 1], broker.port)),
-    )
-    .await;
+    let (broker, proxy) = broker_behind_proxy(false).await;
     let brokers = proxy.addr.to_string();
     let ws = Workspace::new();
     let (ty, _topic) = fresh_type(&ws, &brokers).await;

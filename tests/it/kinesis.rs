@@ -354,15 +354,7 @@ async fn kinesis_with_the_spool_replays_spooled_events_into_the_stream() {
         .collect();
     let a = s.send_json(&json!(events)).await;
     assert_eq!(a.status, 200, "{}", a.body);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = s.get("/readyz").await.body;
-        if r["checks"]["spool"]["backlog_bytes"] == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "spool not drained: {r}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    s.wait_spool_drained(Duration::from_secs(30)).await;
     let records = read_stream(&endpoint(), &stream).await;
     let ns: Vec<u64> = records
         .iter()

@@ -8,21 +8,26 @@ use sluice_loadtest::{audit, gen, run, Auth, Compression, Format, Options};
 use crate::support::kafka::{brokers, create_topic};
 use crate::support::{unique, TestServer, Workspace};
 
-async fn smoke(format: Format, batch: usize, compression: Compression) {
-    let brokers = brokers();
+/// A workspace with the repository's own schemas (the generator sends what they describe),
+/// a fresh topic/stream template, and the topics/streams it gives for the generator's types.
+fn setup() -> (Workspace, String, Vec<String>) {
     let ws = Workspace::new();
-    // The repository's own schemas: the generator sends what they describe.
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
     for (ty, _) in gen::TYPES {
         let schema = std::fs::read_to_string(repo.join(ty).join("1.json")).unwrap();
         ws.schema(ty, 1, serde_json::from_str(&schema).unwrap());
     }
-    let prefix = unique("lt");
-    let template = format!("{prefix}.{{type}}");
-    let topics: Vec<String> = gen::TYPES
+    let template = format!("{}.{{type}}", unique("lt"));
+    let names = gen::TYPES
         .iter()
         .map(|(t, _)| template.replace("{type}", t))
         .collect();
+    (ws, template, names)
+}
+
+async fn smoke(format: Format, batch: usize, compression: Compression) {
+    let brokers = brokers();
+    let (ws, template, topics) = setup();
     for t in &topics {
         create_topic(&brokers, t, 3).await;
     }
@@ -83,18 +88,7 @@ async fn loadtest_smoke_gzip_ndjson_and_single_events_audit_lost_zero() {
 #[tokio::test]
 async fn loadtest_smoke_through_kinesis_audit_lost_zero() {
     use crate::support::kinesis::{create_stream, endpoint};
-    let ws = Workspace::new();
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
-    for (ty, _) in gen::TYPES {
-        let schema = std::fs::read_to_string(repo.join(ty).join("1.json")).unwrap();
-        ws.schema(ty, 1, serde_json::from_str(&schema).unwrap());
-    }
-    let prefix = unique("lt");
-    let template = format!("{prefix}.{{type}}");
-    let streams: Vec<String> = gen::TYPES
-        .iter()
-        .map(|(t, _)| template.replace("{type}", t))
-        .collect();
+    let (ws, template, streams) = setup();
     for s in &streams {
         create_stream(&endpoint(), s, 2).await;
     }

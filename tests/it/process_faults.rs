@@ -1,17 +1,15 @@
 //! Faults that need Sluice as a real process: killed with -9 holding a spool, SIGTERM while
 //! the broker is gone, 3x overload with its peak RSS, a damaged spool found at start.
 
-use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::json;
 
-use crate::support::kafka::{brokers, consume, consume_ids, create_topic, OwnBroker};
+use crate::support::kafka::{broker_behind_proxy, brokers, consume, consume_ids, create_topic};
 use crate::support::load::{audit, Load, Shape};
 use crate::support::process::Proc;
-use crate::support::proxy::Proxy;
 use crate::support::{free_port, strict_schema, unique, Workspace};
 
 async fn fresh_topic(ws: &Workspace, brokers: &str) -> (String, String) {
@@ -80,13 +78,7 @@ async fn fault_sluice_killed_with_a_spool_then_restarted_delivers_everything_ack
 
 #[tokio::test]
 async fn fault_sigterm_with_the_broker_gone_leaves_everything_acknowledged_in_the_spool() {
-    let proxy_port = free_port();
-    let broker = OwnBroker::start(free_port(), proxy_port);
-    let proxy = Proxy::start(
-        SocketAddr::from(([127, 0, 0, 1], proxy_port)),
-        SocketAddr::from(([127, 0, 0, 1], broker.port)),
-    )
-    .await;
+    let (_broker, proxy) = broker_behind_proxy(false).await;
     let brokers = proxy.addr.to_string();
     let ws = Workspace::new();
     let (ty, topic) = fresh_topic(&ws, &brokers).await;
@@ -161,13 +153,7 @@ const OVERLOAD_PEAK_RSS_MIB: u64 = 128;
 
 #[tokio::test]
 async fn fault_three_times_overload_refuses_with_retry_after_bounds_memory_and_recovers() {
-    let proxy_port = free_port();
-    let broker = OwnBroker::start(free_port(), proxy_port);
-    let proxy = Proxy::start(
-        SocketAddr::from(([127, 0, 0, 1], proxy_port)),
-        SocketAddr::from(([127, 0, 0, 1], broker.port)),
-    )
-    .await;
+    let (_broker, proxy) = broker_behind_proxy(false).await;
     let brokers = proxy.addr.to_string();
     let ws = Workspace::new();
     let (ty, topic) = fresh_topic(&ws, &brokers).await;

@@ -279,3 +279,22 @@ impl Drop for OwnBroker {
         }
     }
 }
+
+/// A broker of the test's own behind a proxy the test controls; clients only ever reach it
+/// through the proxy (`proxy.addr` is the bootstrap address). `durable`: SQLite storage, so the
+/// broker survives `kill()` + `restart_on_new_port()`.
+pub async fn broker_behind_proxy(durable: bool) -> (OwnBroker, super::proxy::Proxy) {
+    let proxy_port = super::free_port();
+    let port = super::free_port();
+    let broker = if durable {
+        OwnBroker::start_durable(port, proxy_port)
+    } else {
+        OwnBroker::start(port, proxy_port)
+    };
+    let proxy = super::proxy::Proxy::start(
+        SocketAddr::from(([127, 0, 0, 1], proxy_port)),
+        SocketAddr::from(([127, 0, 0, 1], port)),
+    )
+    .await;
+    (broker, proxy)
+}

@@ -182,6 +182,22 @@ impl TestServer {
         }
     }
 
+    /// Waits until the spool has replayed everything (`/readyz` shows no backlog).
+    pub async fn wait_spool_drained(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let r = self.get("/readyz").await.body;
+            if r["checks"]["spool"]["backlog_bytes"] == 0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "spool not drained within {within:?}: {r}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub fn post(&self) -> reqwest::RequestBuilder {
         self.client.post(format!("{}/v1/events", self.url))
     }
