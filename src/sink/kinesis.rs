@@ -285,7 +285,8 @@ async fn batcher(
     pending: Arc<AtomicUsize>,
 ) {
     let mut queues: HashMap<String, VecDeque<Item>> = HashMap::new();
-    let mut in_flight_keys: HashSet<(String, String)> = HashSet::new();
+    // Per stream, the partition keys with a record in flight.
+    let mut in_flight_keys: HashMap<String, HashSet<String>> = HashMap::new();
     let mut paused: HashMap<String, Instant> = HashMap::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<CallDone>();
     let mut in_flight = 0usize;
@@ -322,7 +323,8 @@ async fn batcher(
                 }
             }
             while in_flight < limits.in_flight {
-                let Some((batch, next)) = take_batch(q, &in_flight_keys, limits, now) else {
+                let busy = in_flight_keys.entry(stream.clone()).or_default();
+                let Some((batch, next)) = take_batch(q, busy, limits, now) else {
                     break;
                 };
                 if let Some(t) = next {
@@ -332,7 +334,7 @@ async fn batcher(
                     break;
                 }
                 for item in &batch {
-                    in_flight_keys.insert((stream.clone(), item.key.clone()));
+                    busy.insert(item.key.clone());
                 }
                 in_flight += 1;
                 tokio::spawn(call(client.clone(), stream.clone(), batch, done_tx.clone()));
@@ -376,7 +378,9 @@ async fn batcher(
                     Err(e) => vec![Some((e.code, e.message, e.retriable, e.throttled)); done.items.len()],
                 };
                 for (item, r) in done.items.into_iter().zip(results) {
-                    in_flight_keys.remove(&(done.stream.clone(), item.key.clone()));
+                    if let Some(busy) = in_flight_keys.get_mut(&done.stream) {
+                        busy.remove(&item.key);
+                    }
                     match r {
                         None => {
                             metrics::counter!(telemetry::KINESIS_RECORDS_PUT).increment(1);
@@ -426,7 +430,7 @@ async fn batcher(
 /// again (linger or backoff). Records taken leave the queue.
 fn take_batch(
     q: &mut VecDeque<Item>,
-    in_flight: &HashSet<(String, String)>,
+    in_flight: &HashSet<String>,
     limits: Limits,
     now: Instant,
 ) -> Option<(Vec<Item>, Option<Instant>)> {
@@ -441,7 +445,7 @@ fn take_batch(
         if !seen.insert(item.key.as_str()) {
             continue;
         }
-        if in_flight.contains(&(item.stream.clone(), item.key.clone())) {
+        if in_flight.contains(&item.key) {
             continue;
         }
         if item.not_before > now {
