@@ -78,6 +78,11 @@ async fn main() {
         .find(|a| !a.starts_with("--"))
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::env::temp_dir().join("sluice-spool-bench"));
+    // `cargo test --all-targets` runs this too, without `--bench`: one short pass as a check.
+    if !std::env::args().any(|a| a == "--bench") {
+        run(&dir, 4, 10, Duration::from_millis(200)).await;
+        return;
+    }
     println!("spool group commit in {} (record ~300 B)", dir.display());
     for (appenders, batch) in [(1, 1), (1, 10), (8, 10), (32, 10), (128, 10), (32, 100)] {
         run(&dir, appenders, batch, Duration::from_secs(3)).await;
