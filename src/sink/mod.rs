@@ -138,7 +138,12 @@ pub trait Sink: Send + Sync + 'static {
 /// Builds the sink named by `sink.kind`.
 pub async fn from_config(config: &Config) -> anyhow::Result<Arc<dyn Sink>> {
     Ok(match config.sink.kind {
-        SinkKind::Blackhole => Arc::new(BlackholeSink::default()),
+        SinkKind::Blackhole => {
+            tracing::warn!(
+                "sink.kind = \"blackhole\": every event is answered 200 and DROPPED; for benchmarks only"
+            );
+            Arc::new(BlackholeSink::default())
+        }
         SinkKind::File => Arc::new(FileSink::open(&config.file.dir)?),
         SinkKind::Kafka => Arc::new(KafkaSink::new(&config.kafka)?),
         SinkKind::Kinesis => Arc::new(KinesisSink::new(&config.kinesis).await?),

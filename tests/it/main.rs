@@ -7,6 +7,7 @@ mod ingest;
 mod kafka;
 mod kinesis;
 mod loadtest;
+mod metrics;
 mod process;
 mod process_faults;
 mod registry;
