@@ -69,11 +69,21 @@ pub fn router(app: Arc<App>, with_admin: bool) -> axum::Router {
         // Outside auth, so that browsers can read our 401s and 403s, and preflights (which
         // carry no credentials) are answered here.
         .layer(middleware::from_fn_with_state(app.clone(), cors::cors));
-    let mut r = axum::Router::new().route("/v1/events", events);
+    let mut r = axum::Router::new()
+        .route("/v1/events", events)
+        .route("/openapi.yaml", get(openapi));
     if with_admin {
         r = r.merge(admin_routes()).merge(registry::routes(app.clone()));
     }
     layered(r, app)
+}
+
+/// The API description (the repository's `openapi.yaml`, compiled in).
+async fn openapi() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/yaml")],
+        include_str!("../../openapi.yaml"),
+    )
 }
 
 /// /healthz, /readyz, /metrics and the registry API on their own, for `server.admin_listen`.

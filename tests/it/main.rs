@@ -8,6 +8,7 @@ mod kafka;
 mod kinesis;
 mod loadtest;
 mod metrics;
+mod openapi;
 mod process;
 mod process_faults;
 mod registry;
