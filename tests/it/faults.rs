@@ -10,7 +10,7 @@ use serde_json::json;
 use sluice::config::{Ack, Config, HumanDuration};
 
 use crate::support::kafka::{broker_behind_proxy, consume, consume_ids, create_topic};
-use crate::support::load::{audit, Load, Shape};
+use crate::support::load::{audit_topic, Load, Shape};
 use crate::support::proxy::Proxy;
 use crate::support::{strict_schema, unique, TestServer, Workspace};
 
@@ -112,14 +112,7 @@ async fn fault_broker_cut_with_spool_no_503_and_everything_replayed_in_order_per
         during_cut > 0,
         "events were acknowledged while the broker was cut"
     );
-    let records = consume_ids(
-        &t.brokers,
-        &t.topic,
-        &report.acked_ids(),
-        Duration::from_secs(60),
-    )
-    .await;
-    let a = audit(&report, &records);
+    let a = audit_topic(&t.brokers, &t.topic, &report).await;
     a.assert_nothing_lost("cut+spool");
     assert!(
         a.out_of_order_keys.is_empty(),
@@ -155,14 +148,9 @@ async fn fault_broker_cut_without_spool_gives_503_retry_after_and_loses_nothing_
     assert!(report.unexpected.is_empty(), "{:?}", report.unexpected);
     assert!(report.count(503) > 0, "the cut was noticed");
     assert_eq!(report.missing_retry_after, 0, "every 503 has Retry-After");
-    let records = consume_ids(
-        &t.brokers,
-        &t.topic,
-        &report.acked_ids(),
-        Duration::from_secs(60),
-    )
-    .await;
-    audit(&report, &records).assert_nothing_lost("cut, no spool");
+    audit_topic(&t.brokers, &t.topic, &report)
+        .await
+        .assert_nothing_lost("cut, no spool");
 }
 
 #[tokio::test]
@@ -198,14 +186,9 @@ async fn fault_broker_killed_and_restarted_on_durable_storage_loses_nothing_ackn
     assert!(report.unexpected.is_empty(), "{:?}", report.unexpected);
     assert!(before > 0);
     assert_eq!(report.missing_retry_after, 0);
-    let records = consume_ids(
-        &t.brokers,
-        &t.topic,
-        &report.acked_ids(),
-        Duration::from_secs(60),
-    )
-    .await;
-    audit(&report, &records).assert_nothing_lost("broker -9");
+    audit_topic(&t.brokers, &t.topic, &report)
+        .await
+        .assert_nothing_lost("broker -9");
 }
 
 #[tokio::test]

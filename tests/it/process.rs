@@ -278,14 +278,7 @@ async fn generated_api_key_works_and_its_plaintext_is_nowhere() {
     let mut wrong = key.clone();
     wrong.replace_range(key.len() - 4.., "AAAA");
     assert_eq!(post(wrong.clone()).await.unwrap().status(), 401);
-    let metrics = client
-        .get(format!("{}/metrics", p.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = p.metrics(&client).await;
     p.signal("TERM");
     assert!(p.wait_exit(Duration::from_secs(15)).success());
 

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::json;
 
-use crate::support::kafka::{broker_behind_proxy, brokers, consume, consume_ids, create_topic};
-use crate::support::load::{audit, Load, Shape};
+use crate::support::kafka::{broker_behind_proxy, brokers, consume, create_topic};
+use crate::support::load::{audit_topic, Load, Shape};
 use crate::support::process::Proc;
 use crate::support::{free_port, strict_schema, unique, Workspace};
 
@@ -64,14 +64,7 @@ async fn fault_sluice_killed_with_a_spool_then_restarted_delivers_everything_ack
     let p = Proc::spawn(ws.path(), &restarted);
     p.wait_ready(&client).await;
     p.wait_spool_drained(&client, Duration::from_secs(60)).await;
-    let records = consume_ids(
-        &brokers,
-        &topic,
-        &report.acked_ids(),
-        Duration::from_secs(60),
-    )
-    .await;
-    let a = audit(&report, &records);
+    let a = audit_topic(&brokers, &topic, &report).await;
     a.assert_nothing_lost("sluice -9 with spool");
     assert!(a.out_of_order_keys.is_empty(), "{:?}", a.out_of_order_keys);
 }
@@ -136,14 +129,7 @@ async fn fault_sigterm_with_the_broker_gone_leaves_everything_acknowledged_in_th
     let p = Proc::spawn(ws.path(), &vars);
     p.wait_ready(&client).await;
     p.wait_spool_drained(&client, Duration::from_secs(60)).await;
-    let records = consume_ids(
-        &brokers,
-        &topic,
-        &report.acked_ids(),
-        Duration::from_secs(60),
-    )
-    .await;
-    let a = audit(&report, &records);
+    let a = audit_topic(&brokers, &topic, &report).await;
     a.assert_nothing_lost("sigterm, broker gone, spool");
     assert!(a.out_of_order_keys.is_empty(), "{:?}", a.out_of_order_keys);
 }
@@ -225,14 +211,9 @@ async fn fault_three_times_overload_refuses_with_retry_after_bounds_memory_and_r
     }
     eprintln!("[3x overload] recovered in {:?}", dropped.elapsed());
     proxy.restore();
-    let records = consume_ids(
-        &brokers,
-        &topic,
-        &report.acked_ids(),
-        Duration::from_secs(60),
-    )
-    .await;
-    audit(&report, &records).assert_nothing_lost("3x overload");
+    audit_topic(&brokers, &topic, &report)
+        .await
+        .assert_nothing_lost("3x overload");
 }
 
 #[tokio::test]
@@ -284,14 +265,7 @@ async fn fault_a_torn_and_corrupted_spool_is_replayed_around_the_damage_and_repo
     let mut ids: Vec<&str> = records.iter().map(|r| r.id()).collect();
     ids.sort();
     assert_eq!(ids, ["d-0", "d-2", "d-3"]);
-    let metrics = client
-        .get(format!("{}/metrics", p.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = p.metrics(&client).await;
     assert!(
         metrics.contains("sluice_spool_damage_total{kind=\"torn_tail\"} 1"),
         "{metrics}"

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::kafka::Consumed;
+use super::kafka::{consume_ids, Consumed};
 
 #[derive(Debug, Default)]
 pub struct Report {
@@ -247,4 +247,11 @@ impl Audit {
             &self.lost[..self.lost.len().min(5)]
         );
     }
+}
+
+/// Reads `topic` until every acknowledged id of `report` arrived (or a minute passed) and
+/// audits it.
+pub async fn audit_topic(brokers: &str, topic: &str, report: &Report) -> Audit {
+    let records = consume_ids(brokers, topic, &report.acked_ids(), Duration::from_secs(60)).await;
+    audit(report, &records)
 }

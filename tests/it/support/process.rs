@@ -98,6 +98,18 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// The /metrics text.
+    pub async fn metrics(&self, client: &reqwest::Client) -> String {
+        client
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// GETs /readyz and returns its JSON.
     pub async fn readyz(&self, client: &reqwest::Client) -> serde_json::Value {
         client
