@@ -53,6 +53,7 @@ const SECTIONS: &[&str] = &[
     "registry",
     "rate_limits",
     "spool",
+    "tls",
     "log",
 ];
 
@@ -71,6 +72,7 @@ pub struct Config {
     pub registry: RegistryConfig,
     pub rate_limits: RateLimitsConfig,
     pub spool: SpoolConfig,
+    pub tls: TlsConfig,
     pub log: LogConfig,
 }
 
@@ -354,6 +356,55 @@ pub enum Ack {
     Spool,
 }
 
+/// TLS on the listeners (rustls), off unless `cert_file` and `key_file` are set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// PEM CA certificates that client certificates must chain to; set to ask for them.
+    pub client_ca_file: Option<PathBuf>,
+    /// With `client_ca_file`: `optional` (a client may present one) or `required` (the
+    /// handshake fails without one).
+    pub client_auth: ClientAuth,
+    /// The files are re-read this often; changed ones replace the served certificate (and
+    /// client CAs) without a restart. New connections get the new one.
+    pub reload_interval: HumanDuration,
+    /// A connection that has not finished its handshake by then is closed.
+    pub handshake_timeout: HumanDuration,
+    /// Also TLS on `server.admin_listen` (probes then need `scheme: HTTPS`).
+    pub admin: bool,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert_file: None,
+            key_file: None,
+            client_ca_file: None,
+            client_auth: ClientAuth::Optional,
+            reload_interval: HumanDuration::from_secs(10),
+            handshake_timeout: HumanDuration::from_secs(10),
+            admin: false,
+        }
+    }
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    Optional,
+    Required,
+}
+
 /// The disk spool: a write-ahead log on local disk for when the sink is down or slow.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -514,6 +565,8 @@ pub struct AuthConfig {
     pub api_keys: Vec<ApiKeyConfig>,
     /// A TOML file of more `[[api_keys]]` entries (e.g. a mounted Kubernetes Secret).
     pub api_keys_file: Option<PathBuf>,
+    /// Identities for TLS client certificates (mTLS, `tls.client_ca_file`).
+    pub client_certs: Vec<ClientCertConfig>,
     pub cors: CorsConfig,
 }
 
@@ -537,6 +590,7 @@ impl Default for AuthConfig {
             keys: Vec::new(),
             api_keys: Vec::new(),
             api_keys_file: None,
+            client_certs: Vec::new(),
             cors: CorsConfig::default(),
         }
     }
@@ -548,6 +602,7 @@ impl AuthConfig {
             || !self.jwks_urls.is_empty()
             || !self.api_keys.is_empty()
             || self.api_keys_file.is_some()
+            || !self.client_certs.is_empty()
     }
 
     pub fn effective_mode(&self) -> AuthMode {
@@ -557,6 +612,18 @@ impl AuthConfig {
             AuthMode::Disabled
         })
     }
+}
+
+/// A client certificate identity: a request that carries no token or API key but came over a
+/// TLS connection whose verified client certificate names `subject` is this tenant.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientCertConfig {
+    /// A DNS or URI subject alternative name of the certificate (`ingest.acme.internal`,
+    /// `spiffe://acme/ns/shop/sa/checkout`), or its subject common name when it has no SAN.
+    pub subject: String,
+    pub tenant: String,
+    pub scopes: Vec<String>,
 }
 
 /// One static JWT verification key. Exactly one of the key fields is set; the algorithm is
@@ -793,6 +860,33 @@ impl Config {
                 "must not exceed limits.max_decompressed_bytes",
             ));
         }
+        let t = &self.tls;
+        if t.cert_file.is_some() != t.key_file.is_some() {
+            return Err(field_error(
+                "tls.key_file",
+                "tls.cert_file and tls.key_file are set together (or neither, for plain HTTP)",
+            ));
+        }
+        if t.client_ca_file.is_some() && !t.enabled() {
+            return Err(field_error(
+                "tls.client_ca_file",
+                "client certificates need TLS: set tls.cert_file and tls.key_file too",
+            ));
+        }
+        if !self.auth.client_certs.is_empty() && t.client_ca_file.is_none() {
+            return Err(field_error(
+                "auth.client_certs",
+                "needs tls.client_ca_file, or no client certificate is ever verified",
+            ));
+        }
+        for (name, d) in [
+            ("tls.reload_interval", t.reload_interval.0),
+            ("tls.handshake_timeout", t.handshake_timeout.0),
+        ] {
+            if d.is_zero() {
+                return Err(field_error(name, "must be greater than 0"));
+            }
+        }
         if self.server.drain_delay.0 >= self.server.shutdown_grace.0
             && !self.server.shutdown_grace.0.is_zero()
         {
@@ -923,6 +1017,9 @@ impl Config {
         // Builds the key sets (reading key files) without fetching anything.
         crate::auth::Authenticator::check_config(&self.auth)
             .map_err(|(field, message)| field_error(&field, message))?;
+        // Reads the certificate, key and client CAs and builds the rustls configuration.
+        crate::tls::Tls::from_config(&self.tls)
+            .map_err(|e| field_error("tls", format!("{e:#}")))?;
         Ok(())
     }
 }

@@ -26,6 +26,7 @@ pub mod registry;
 pub mod sink;
 pub mod spool;
 pub mod telemetry;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -233,6 +234,10 @@ pub async fn run(
     // process is gone within the grace however long requests hang.
     let reserve = (grace / 10).min(Duration::from_secs(1));
     let drain_delay = app.config.server.drain_delay.0;
+    let tls = tls::Tls::from_config(&app.config.tls)?;
+    if let Some(t) = &tls {
+        t.spawn_reloader();
+    }
     let admin = match app.config.server.admin_listen {
         Some(addr) => Some(
             TcpListener::bind(addr)
@@ -244,6 +249,7 @@ pub async fn run(
     tracing::info!(
         listen = %listener.local_addr()?,
         admin = ?admin.as_ref().and_then(|l| l.local_addr().ok()),
+        tls = tls.is_some(),
         sink = app.pipeline.sink.kind(),
         schemas = app.pipeline.validators.catalog().len(),
         "sluice serving"
@@ -291,15 +297,24 @@ pub async fn run(
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let main = axum::serve(listener, http::router(app.clone(), admin.is_none()))
-        .with_graceful_shutdown(stopped(stop.clone()));
+    let main = axum::serve(
+        tls::Listener::new(listener, tls.clone())?,
+        http::router(app.clone(), admin.is_none())
+            .into_make_service_with_connect_info::<tls::Peer>(),
+    )
+    .with_graceful_shutdown(stopped(stop.clone()));
     let main = async move { main.await };
+    let admin_tls = tls.filter(|_| app.config.tls.admin);
     let admin_server = async {
         match admin {
             Some(l) => {
-                axum::serve(l, http::admin_router(app.clone()))
-                    .with_graceful_shutdown(stopped(stop.clone()))
-                    .await
+                axum::serve(
+                    tls::Listener::new(l, admin_tls)?,
+                    http::admin_router(app.clone())
+                        .into_make_service_with_connect_info::<tls::Peer>(),
+                )
+                .with_graceful_shutdown(stopped(stop.clone()))
+                .await
             }
             None => Ok(()),
         }

@@ -9,9 +9,15 @@ use axum::response::{IntoResponse, Response};
 
 use crate::http::App;
 use crate::telemetry;
+use crate::tls::{ClientIdentity, Peer};
 
 pub async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
-    match app.auth.authenticate(req.headers()).await {
+    let client = client_identity(&req);
+    match app
+        .auth
+        .authenticate(req.headers(), client.as_deref())
+        .await
+    {
         Ok(Some(principal)) => {
             req.extensions_mut().insert(principal);
             next.run(req).await
@@ -25,4 +31,11 @@ pub async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: N
             e.into_response()
         }
     }
+}
+
+/// The verified client certificate of the request's connection, if any.
+pub fn client_identity(req: &Request) -> Option<Arc<ClientIdentity>> {
+    req.extensions()
+        .get::<axum::extract::ConnectInfo<Peer>>()
+        .and_then(|c| c.0.client.clone())
 }

@@ -19,12 +19,13 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 pub use apikey::{generate_key, GeneratedKey};
-pub use middleware::authenticate;
+pub use middleware::{authenticate, client_identity};
 
 use crate::config::{AuthConfig, AuthMode, KeyClass};
 use crate::error::ApiError;
 use crate::event::TypePattern;
 use crate::telemetry;
+use crate::tls::ClientIdentity;
 
 /// Who sent a request, and what it may do.
 #[derive(Debug, Clone)]
@@ -73,6 +74,8 @@ pub enum AuthMethod {
     Jwt,
     ApiKey,
     BrowserKey,
+    /// A verified TLS client certificate named in `auth.client_certs`.
+    ClientCert,
 }
 
 /// Parsed scopes. Unknown scope strings in tokens are ignored (tokens carry scopes for other
@@ -147,6 +150,8 @@ pub enum AuthError {
     InsufficientScope,
     #[error("verification keys are not loaded yet; retry shortly")]
     KeysUnavailable,
+    #[error("the client certificate names no identity in auth.client_certs")]
+    ClientCertNotAllowed,
 }
 
 impl AuthError {
@@ -169,12 +174,15 @@ impl AuthError {
             AuthError::OriginNotAllowed => "origin_not_allowed",
             AuthError::InsufficientScope => "insufficient_scope",
             AuthError::KeysUnavailable => "auth_keys_unavailable",
+            AuthError::ClientCertNotAllowed => "client_certificate_not_allowed",
         }
     }
 
     pub fn status(&self) -> StatusCode {
         match self {
-            AuthError::OriginNotAllowed | AuthError::InsufficientScope => StatusCode::FORBIDDEN,
+            AuthError::OriginNotAllowed
+            | AuthError::InsufficientScope
+            | AuthError::ClientCertNotAllowed => StatusCode::FORBIDDEN,
             AuthError::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::UNAUTHORIZED,
         }
@@ -221,6 +229,8 @@ pub struct Authenticator {
     max_token_bytes: usize,
     jwt: Option<jwt::JwtVerifier>,
     api_keys: apikey::ApiKeys,
+    /// `auth.client_certs`: a certificate name and who it is.
+    client_certs: ClientCerts,
 }
 
 impl Authenticator {
@@ -236,6 +246,7 @@ impl Authenticator {
             max_token_bytes: config.max_token_bytes.as_usize(),
             jwt,
             api_keys: apikey::ApiKeys::from_config(config)?,
+            client_certs: client_certs(config)?,
         })
     }
 
@@ -280,20 +291,32 @@ impl Authenticator {
     pub async fn authenticate(
         &self,
         headers: &HeaderMap,
+        client: Option<&ClientIdentity>,
     ) -> Result<Option<Arc<Principal>>, AuthError> {
         if self.mode == AuthMode::Disabled {
             return Ok(None);
         }
-        let principal = self.authenticate_any(headers).await?;
+        let principal = self.authenticate_any(headers, client).await?;
         if principal.scopes.write.is_empty() {
             return Err(AuthError::InsufficientScope);
         }
         Ok(Some(principal))
     }
 
-    /// Who is calling, whatever they may do (the registry API checks its own scopes).
-    pub async fn authenticate_any(&self, headers: &HeaderMap) -> Result<Arc<Principal>, AuthError> {
-        let credential = credential(headers)?;
+    /// Who is calling, whatever they may do (the registry API checks its own scopes). A token
+    /// or API key wins over the connection's client certificate, which counts only when the
+    /// request carries neither.
+    pub async fn authenticate_any(
+        &self,
+        headers: &HeaderMap,
+        client: Option<&ClientIdentity>,
+    ) -> Result<Arc<Principal>, AuthError> {
+        let credential = match (credential(headers), client) {
+            (Err(AuthError::MissingCredentials), Some(client)) => {
+                return self.client_cert(client);
+            }
+            (c, _) => c?,
+        };
         if credential.len() > self.max_token_bytes {
             return Err(AuthError::TooLong {
                 len: credential.len(),
@@ -309,6 +332,15 @@ impl Authenticator {
             None if credential.matches('.').count() == 2 => Err(AuthError::UnknownKey),
             None => Err(AuthError::InvalidApiKey),
         }
+    }
+
+    /// The first `auth.client_certs` entry naming one of the certificate's names.
+    fn client_cert(&self, client: &ClientIdentity) -> Result<Arc<Principal>, AuthError> {
+        self.client_certs
+            .iter()
+            .find(|(subject, _)| client.names.iter().any(|n| n == subject))
+            .map(|(_, p)| p.clone())
+            .ok_or(AuthError::ClientCertNotAllowed)
     }
 
     /// Origins the browser keys allow (CORS adds `auth.cors.allowed_origins`).
@@ -345,6 +377,40 @@ fn credential(headers: &HeaderMap) -> Result<&str, AuthError> {
         return Err(AuthError::MissingCredentials);
     }
     Ok(raw)
+}
+
+/// `auth.client_certs`: each certificate name with the principal it stands for.
+type ClientCerts = Vec<(String, Arc<Principal>)>;
+
+fn client_certs(config: &AuthConfig) -> Result<ClientCerts, (String, String)> {
+    config
+        .client_certs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let field = |f: &str| format!("auth.client_certs[{i}].{f}");
+            if c.subject.is_empty() {
+                return Err((field("subject"), "must be set".into()));
+            }
+            if c.tenant.is_empty() {
+                return Err((field("tenant"), "must be set".into()));
+            }
+            let (scopes, unknown) = Scopes::parse(c.scopes.iter().map(String::as_str));
+            if let Some(u) = unknown.first() {
+                return Err((
+                    field("scopes"),
+                    format!("unknown scope `{u}` (events:write[:<type pattern>], registry:read, registry:write)"),
+                ));
+            }
+            let p = Principal::new(
+                c.tenant.clone(),
+                c.subject.clone(),
+                scopes,
+                AuthMethod::ClientCert,
+            );
+            Ok((c.subject.clone(), Arc::new(p)))
+        })
+        .collect()
 }
 
 pub(crate) fn key_class_method(class: KeyClass) -> AuthMethod {

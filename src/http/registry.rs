@@ -155,7 +155,12 @@ async fn authorize(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
     if read && app.config.registry.open_reads {
         return next.run(req).await;
     }
-    let principal = match app.auth.authenticate_any(req.headers()).await {
+    let client = crate::auth::client_identity(&req);
+    let principal = match app
+        .auth
+        .authenticate_any(req.headers(), client.as_deref())
+        .await
+    {
         Ok(p) => p,
         Err(e) => {
             let status = e.status();

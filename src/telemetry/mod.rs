@@ -77,6 +77,12 @@ pub const SPOOL_REFUSED: &str = "sluice_spool_refused_total";
 pub const SPOOL_DAMAGE: &str = "sluice_spool_damage_total";
 /// Spooled records the sink refused for good, moved to `<spool.dir>/rejected.log`.
 pub const SPOOL_QUARANTINED: &str = "sluice_spool_quarantined_total";
+/// Certificate reloads, by `result` (`ok`, `error`: the old certificate stays in use).
+pub const TLS_RELOADS: &str = "sluice_tls_reloads_total";
+/// TLS handshakes that failed, by `reason` (`timeout`, `error`, `busy`).
+pub const TLS_HANDSHAKE_FAILURES: &str = "sluice_tls_handshake_failures_total";
+/// Expiry (notAfter) of the served certificate, as a Unix timestamp.
+pub const TLS_CERT_NOT_AFTER: &str = "sluice_tls_cert_not_after_timestamp_seconds";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -134,6 +140,18 @@ fn describe() {
         "Time from handing a batch to the sink until every record is acknowledged"
     );
     describe_counter!(PRODUCER_RESTARTS, "Producers replaced after a fatal error");
+    describe_counter!(
+        TLS_RELOADS,
+        "TLS certificate reloads, by result (error: the previous certificate stays in use)"
+    );
+    describe_counter!(
+        TLS_HANDSHAKE_FAILURES,
+        "TLS handshakes that failed, by reason"
+    );
+    describe_gauge!(
+        TLS_CERT_NOT_AFTER,
+        "Expiry (notAfter) of the served TLS certificate, Unix time"
+    );
     describe_gauge!(INFLIGHT_EVENTS, "Events decoded and not yet answered");
     describe_gauge!(READY, "1 when /readyz answers 200");
     describe_gauge!(

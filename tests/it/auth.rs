@@ -8,10 +8,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::Algorithm;
 use serde_json::{json, Value};
-use sluice::config::{ApiKeyConfig, Config, HumanDuration, KeyClass};
+use sluice::config::{Config, HumanDuration, KeyClass};
 
 use crate::support::auth::{
-    claims, fixture, now, static_key, with_jwt, JwksServer, Signer, AUDIENCE, ISSUER,
+    api_key_entry, claims, fixture, now, static_key, with_jwt, JwksServer, Signer, AUDIENCE, ISSUER,
 };
 use crate::support::kafka::{brokers, consume, create_topic};
 use crate::support::{unique, Answer, TestServer, Workspace, ANY, STRICT};
@@ -456,21 +456,6 @@ async fn kafka_tenant_header_and_tenant_route_land_in_the_real_broker() {
         "/mine",
         "a source the client sent is kept"
     );
-}
-
-fn api_key_entry(class: KeyClass, scopes: &[&str], origins: &[&str]) -> (String, ApiKeyConfig) {
-    let g = sluice::auth::generate_key(class).unwrap();
-    let entry = ApiKeyConfig {
-        id: g.id,
-        hash: g.hash,
-        tenant: "globex".into(),
-        scopes: scopes.iter().map(|s| s.to_string()).collect(),
-        class,
-        origins: origins.iter().map(|s| s.to_string()).collect(),
-        expires: None,
-        name: Some("it".into()),
-    };
-    (g.key, entry)
 }
 
 #[tokio::test]

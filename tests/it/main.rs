@@ -15,3 +15,4 @@ mod registry;
 mod registry_api;
 mod registry_store;
 mod support;
+mod tls;

@@ -10,7 +10,7 @@ use axum::routing::get;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
-use sluice::config::{Config, HumanDuration, Secret, StaticKeyConfig};
+use sluice::config::{ApiKeyConfig, Config, HumanDuration, KeyClass, Secret, StaticKeyConfig};
 
 pub const ISSUER: &str = "https://idp.test";
 pub const AUDIENCE: &str = "sluice-it";
@@ -196,4 +196,20 @@ impl Drop for JwksServer {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// A new API key for tenant `globex` and its config entry.
+pub fn api_key_entry(class: KeyClass, scopes: &[&str], origins: &[&str]) -> (String, ApiKeyConfig) {
+    let g = sluice::auth::generate_key(class).unwrap();
+    let entry = ApiKeyConfig {
+        id: g.id,
+        hash: g.hash,
+        tenant: "globex".into(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        class,
+        origins: origins.iter().map(|s| s.to_string()).collect(),
+        expires: None,
+        name: Some("it".into()),
+    };
+    (g.key, entry)
 }

@@ -114,6 +114,17 @@ impl TestServer {
             .await
             .unwrap();
         let addr = listener.local_addr().unwrap();
+        // Over TLS, the helpers (metrics, readiness) trust any certificate: the TLS tests
+        // check certificates with clients of their own.
+        let (url, client) = if config.tls.enabled() {
+            let client = reqwest::Client::builder()
+                .danger_accept_invalid_certs(true)
+                .build()
+                .unwrap();
+            (format!("https://localhost:{}", addr.port()), client)
+        } else {
+            (format!("http://{addr}"), reqwest::Client::new())
+        };
         let (tx, rx) = oneshot::channel::<()>();
         let app = sluice::build(config).await.expect("server builds");
         let task = tokio::spawn(sluice::run(app, listener, async {
@@ -121,8 +132,8 @@ impl TestServer {
         }));
         TestServer {
             addr,
-            url: format!("http://{addr}"),
-            client: reqwest::Client::new(),
+            url,
+            client,
             shutdown: Some(tx),
             task: Some(task),
         }

@@ -1,0 +1,322 @@
+//! TLS on the listener, over real connections: HTTP/1.1 and HTTP/2 (ALPN), the certificate
+//! replaced on disk and served without a restart, a broken renewal refused while the old one
+//! stays, client certificates (mTLS) as identities, and the handshake timeout. Certificates
+//! are made at test time with rcgen.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use serde_json::{json, Value};
+use sluice::config::{ClientAuth, ClientCertConfig, HumanDuration, KeyClass};
+use tokio::io::AsyncReadExt;
+
+use crate::support::auth::api_key_entry;
+use crate::support::{TestServer, Workspace, ANY};
+
+/// A CA that signs server and client certificates.
+struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    pem: String,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let cert = p.self_signed(&key).unwrap();
+        Ca {
+            pem: cert.pem(),
+            issuer: Issuer::new(p, key),
+        }
+    }
+
+    /// A leaf certificate for `names` (DNS names or IP addresses); (cert PEM, key PEM).
+    fn leaf(&self, names: &[&str]) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+struct Files {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn write_pair(dir: &Path, (cert, key): &(String, String)) -> Files {
+    let f = Files {
+        cert: dir.join("tls.crt"),
+        key: dir.join("tls.key"),
+    };
+    std::fs::write(&f.cert, cert).unwrap();
+    std::fs::write(&f.key, key).unwrap();
+    f
+}
+
+fn client(ca: &Ca, identity: Option<&(String, String)>) -> reqwest::Client {
+    client_with(ca, identity, |b| b)
+}
+
+fn client_with(
+    ca: &Ca,
+    identity: Option<&(String, String)>,
+    f: impl FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilder,
+) -> reqwest::Client {
+    let mut b = f(reqwest::Client::builder())
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap())
+        .timeout(Duration::from_secs(10));
+    if let Some((cert, key)) = identity {
+        b = b.identity(reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap());
+    }
+    b.build().unwrap()
+}
+
+fn https(s: &TestServer) -> String {
+    format!("https://localhost:{}", s.addr.port())
+}
+
+async fn post(c: &reqwest::Client, s: &TestServer, headers: &[(&str, &str)]) -> (u16, Value) {
+    let mut r = c
+        .post(format!("{}/v1/events", https(s)))
+        .json(&json!({"type": ANY, "data": {"n": 1}}));
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    let resp = r.send().await.unwrap();
+    (
+        resp.status().as_u16(),
+        resp.json().await.unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn tls_serves_http1_and_http2_and_swaps_a_renewed_certificate_without_restart() {
+    let ws = Workspace::new();
+    ws.schema(ANY, 1, json!({}));
+    let (old_ca, new_ca) = (Ca::new("old ca"), Ca::new("new ca"));
+    let files = write_pair(ws.path(), &old_ca.leaf(&["localhost"]));
+    let mut c = ws.config();
+    c.tls.cert_file = Some(files.cert.clone());
+    c.tls.key_file = Some(files.key.clone());
+    c.tls.reload_interval = HumanDuration(Duration::from_millis(200));
+    let s = TestServer::start(c).await;
+
+    let old = client(&old_ca, None);
+    let r = client_with(&old_ca, None, |b| b.http1_only())
+        .get(format!("{}/healthz", https(&s)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.version()),
+        (200, reqwest::Version::HTTP_11)
+    );
+    // ALPN offers h2: reqwest takes it when the server does.
+    let r = old
+        .get(format!("{}/readyz", https(&s)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(post(&old, &s, &[]).await.0, 200);
+    // Plain HTTP on a TLS port gets nothing useful (the handshake fails).
+    assert!(reqwest::Client::new()
+        .get(format!("http://{}/healthz", s.addr))
+        .send()
+        .await
+        .is_err());
+
+    // A client trusting only the new CA fails until the renewed pair is on disk.
+    let new = client(&new_ca, None);
+    assert!(new
+        .get(format!("{}/healthz", https(&s)))
+        .send()
+        .await
+        .is_err());
+    let renewed = new_ca.leaf(&["localhost"]);
+    write_pair(ws.path(), &renewed);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(r) = new.get(format!("{}/healthz", https(&s))).send().await {
+            assert_eq!(r.status(), 200);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "renewed certificate never served"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(post(&new, &s, &[]).await.0, 200);
+    let m = s.metrics().await;
+    assert!(
+        m.contains(r#"sluice_tls_reloads_total{result="ok"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains("sluice_tls_cert_not_after_timestamp_seconds"),
+        "{m}"
+    );
+
+    // A broken renewal (a key from another pair) is refused; the good certificate stays.
+    std::fs::write(&files.key, new_ca.leaf(&["localhost"]).1).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !s
+        .metrics()
+        .await
+        .contains(r#"sluice_tls_reloads_total{result="error"}"#)
+    {
+        assert!(Instant::now() < deadline, "broken renewal not reported");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let fresh = client(&new_ca, None);
+    assert_eq!(post(&fresh, &s, &[]).await.0, 200);
+}
+
+#[tokio::test]
+async fn client_certificates_are_identities_and_required_mode_refuses_clients_without_one() {
+    let ws = Workspace::new();
+    ws.schema(ANY, 1, json!({}));
+    let server_ca = Ca::new("server ca");
+    let client_ca = Ca::new("client ca");
+    let stranger_ca = Ca::new("stranger ca");
+    let files = write_pair(ws.path(), &server_ca.leaf(&["localhost"]));
+    let ca_file = ws.path().join("clients.pem");
+    std::fs::write(&ca_file, &client_ca.pem).unwrap();
+
+    let mut c = ws.config();
+    c.tls.cert_file = Some(files.cert);
+    c.tls.key_file = Some(files.key);
+    c.tls.client_ca_file = Some(ca_file);
+    c.routes.default_topic = "in.{tenant}".into();
+    c.auth.client_certs = vec![ClientCertConfig {
+        subject: "spiffe://acme/ns/shop/sa/checkout".into(),
+        tenant: "acme".into(),
+        scopes: vec![format!("events:write:{ANY}")],
+    }];
+    let (key, entry) = api_key_entry(KeyClass::Server, &["events:write"], &[]);
+    c.auth.api_keys = vec![entry];
+    let optional = TestServer::start_ready(c.clone()).await;
+
+    // The certificate's URI SAN names the tenant; no token needed.
+    let mut p = CertificateParams::new(vec!["checkout.acme.internal".to_string()]).unwrap();
+    p.subject_alt_names.push(rcgen::SanType::URI(
+        "spiffe://acme/ns/shop/sa/checkout".try_into().unwrap(),
+    ));
+    let k = KeyPair::generate().unwrap();
+    let checkout = (
+        p.signed_by(&k, &client_ca.issuer).unwrap().pem(),
+        k.serialize_pem(),
+    );
+    let (status, _) = post(&client(&server_ca, Some(&checkout)), &optional, &[]).await;
+    assert_eq!(status, 200);
+    let stored = std::fs::read_to_string(ws.data().join("in.acme.ndjson")).unwrap();
+    let ev: Value = serde_json::from_str(stored.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        ev["headers"]["ce_source"], "sluice://acme/spiffe%3A%2F%2Facme%2Fns%2Fshop%2Fsa%2Fcheckout",
+        "{ev}"
+    );
+
+    // A verified certificate that names nobody: 403 with its own code.
+    let unknown = client_ca.leaf(&["batch.acme.internal"]);
+    let (status, body) = post(&client(&server_ca, Some(&unknown)), &optional, &[]).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "client_certificate_not_allowed");
+    // An API key wins over the certificate.
+    let (status, _) = post(
+        &client(&server_ca, Some(&unknown)),
+        &optional,
+        &[("x-api-key", key.as_str())],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(ws.data().join("in.globex.ndjson").exists());
+    // Optional mode: no certificate is fine at the TLS layer; auth then wants a credential.
+    let (status, body) = post(&client(&server_ca, None), &optional, &[]).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("missing_credentials"))
+    );
+    // A certificate from another CA fails the handshake.
+    let stranger = stranger_ca.leaf(&["checkout.acme.internal"]);
+    assert!(client(&server_ca, Some(&stranger))
+        .get(format!("{}/healthz", https(&optional)))
+        .send()
+        .await
+        .is_err());
+
+    // Required mode: no certificate, no connection.
+    c.tls.client_auth = ClientAuth::Required;
+    let required = TestServer::start(c).await;
+    assert!(client(&server_ca, None)
+        .get(format!("{}/healthz", https(&required)))
+        .send()
+        .await
+        .is_err());
+    let (status, _) = post(&client(&server_ca, Some(&checkout)), &required, &[]).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_connection_that_never_finishes_its_handshake_is_closed_after_the_timeout() {
+    let ws = Workspace::new();
+    let ca = Ca::new("ca");
+    let files = write_pair(ws.path(), &ca.leaf(&["localhost"]));
+    let mut c = ws.config();
+    c.tls.cert_file = Some(files.cert);
+    c.tls.key_file = Some(files.key);
+    c.tls.handshake_timeout = HumanDuration(Duration::from_millis(300));
+    let s = TestServer::start(c).await;
+
+    let started = Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf))
+        .await
+        .expect("the server closes a silent connection")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    // Others are served meanwhile and afterwards.
+    let r = client(&ca, None)
+        .get(format!("{}/healthz", https(&s)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(s
+        .metrics()
+        .await
+        .contains(r#"sluice_tls_handshake_failures_total{reason="timeout"}"#));
+}
+
+#[test]
+fn config_refuses_half_a_tls_setup_and_unreadable_files() {
+    let ws = Workspace::new();
+    let mut c = ws.config();
+    c.tls.cert_file = Some(ws.path().join("missing.crt"));
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("tls.key_file"), "{e}");
+    c.tls.key_file = Some(ws.path().join("missing.key"));
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("missing.crt"), "{e}");
+    let ca = Ca::new("ca");
+    let files = write_pair(ws.path(), &ca.leaf(&["localhost"]));
+    c.tls.cert_file = Some(files.cert);
+    c.tls.key_file = Some(files.key);
+    c.validate().unwrap();
+    c.auth.client_certs = vec![ClientCertConfig {
+        subject: "x".into(),
+        tenant: "t".into(),
+        scopes: vec!["events:write".into()],
+    }];
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("tls.client_ca_file"), "{e}");
+}
