@@ -3,6 +3,7 @@
 
 mod auth;
 mod faults;
+mod helm;
 mod ingest;
 mod kafka;
 mod kinesis;
