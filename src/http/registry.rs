@@ -9,7 +9,8 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -24,7 +25,7 @@ use crate::registry::store::{canonical, StoreError, VersionRef};
 use crate::registry::{compat_check, compile_schema};
 
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
-/// Confluent's limit on subject names is the same order; event types are much shorter.
+/// In characters (the spec's maxLength). Confluent's limit is of the same order; event types are much shorter.
 const MAX_SUBJECT_LEN: usize = 255;
 
 pub fn routes(app: Arc<App>) -> axum::Router<Arc<App>> {
@@ -189,27 +190,74 @@ async fn authorize(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
     next.run(req).await
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
+/// The query flags of the registry API. Booleans are `true` or `false` in any case
+/// (Confluent's clients send `True`/`False`); anything else, or a flag given twice, is a 400
+/// rather than a silent `false` (a `?permanent=yes` must not quietly soft-delete). Parameters
+/// Sluice does not use (Confluent's `normalize`, `format`, ...) are ignored.
+#[derive(Default)]
 struct Flags {
-    deleted: Option<String>,
-    #[serde(rename = "deletedOnly")]
-    deleted_only: Option<String>,
-    permanent: Option<String>,
-    verbose: Option<String>,
-    #[serde(rename = "defaultToGlobal")]
-    default_to_global: Option<String>,
-    #[serde(rename = "subjectPrefix")]
+    deleted: bool,
+    deleted_only: bool,
+    permanent: bool,
+    verbose: bool,
+    default_to_global: bool,
     subject_prefix: Option<String>,
 }
 
-/// Confluent's clients send `True`/`False` as well as `true`/`false`.
-fn flag(v: &Option<String>) -> bool {
-    v.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("true"))
+impl<S: Send + Sync> FromRequestParts<S> for Flags {
+    type Rejection = SrError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, SrError> {
+        let bad = |m: String| SrError::new(StatusCode::BAD_REQUEST, 400, m);
+        let mut f = Flags::default();
+        let mut seen: Vec<&'static str> = Vec::new();
+        let query = parts.uri.query().unwrap_or("");
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            let (name, slot): (&'static str, Option<&mut bool>) = match &*k {
+                "deleted" => ("deleted", Some(&mut f.deleted)),
+                "deletedOnly" => ("deletedOnly", Some(&mut f.deleted_only)),
+                "permanent" => ("permanent", Some(&mut f.permanent)),
+                "verbose" => ("verbose", Some(&mut f.verbose)),
+                "defaultToGlobal" => ("defaultToGlobal", Some(&mut f.default_to_global)),
+                "subjectPrefix" => ("subjectPrefix", None),
+                _ => continue,
+            };
+            if seen.contains(&name) {
+                return Err(bad(format!(
+                    "query parameter {name} is given more than once"
+                )));
+            }
+            seen.push(name);
+            match slot {
+                Some(b) if v.eq_ignore_ascii_case("true") => *b = true,
+                Some(b) if v.eq_ignore_ascii_case("false") => *b = false,
+                Some(_) => {
+                    return Err(bad(format!("query parameter {name} must be true or false")))
+                }
+                None => f.subject_prefix = Some(v.into_owned()),
+            }
+        }
+        Ok(f)
+    }
+}
+
+/// `Path`, with a path that does not decode (invalid percent-encoding or UTF-8) answered in
+/// Confluent's error body instead of axum's plain-text rejection.
+struct SrPath<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for SrPath<T> {
+    type Rejection = SrError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, SrError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(t)) => Ok(SrPath(t)),
+            Err(e) => Err(SrError::new(StatusCode::BAD_REQUEST, 400, e.body_text())),
+        }
+    }
 }
 
 fn subject_ok(s: &str) -> Result<&str, SrError> {
-    if s.is_empty() || s.len() > MAX_SUBJECT_LEN || s.chars().any(char::is_control) {
+    if s.is_empty() || s.chars().count() > MAX_SUBJECT_LEN || s.chars().any(char::is_control) {
         return Err(SrError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             42208,
@@ -314,12 +362,9 @@ async fn reload(app: &App) {
     }
 }
 
-async fn subjects(
-    State(app): State<Arc<App>>,
-    Query(f): Query<Flags>,
-) -> Result<Response, SrError> {
-    let only = flag(&f.deleted_only);
-    let mut all = app.registry.subjects(flag(&f.deleted) || only).await?;
+async fn subjects(State(app): State<Arc<App>>, f: Flags) -> Result<Response, SrError> {
+    let only = f.deleted_only;
+    let mut all = app.registry.subjects(f.deleted || only).await?;
     if only {
         let live = app.registry.subjects(false).await?;
         all.retain(|s| !live.contains(s));
@@ -332,19 +377,19 @@ async fn subjects(
 
 async fn versions(
     State(app): State<Arc<App>>,
-    Path(subject): Path<String>,
-    Query(f): Query<Flags>,
+    SrPath(subject): SrPath<String>,
+    f: Flags,
 ) -> Result<Response, SrError> {
     Ok(ok(json!(
         app.registry
-            .versions(subject_ok(&subject)?, flag(&f.deleted))
+            .versions(subject_ok(&subject)?, f.deleted)
             .await?
     )))
 }
 
 async fn register(
     State(app): State<Arc<App>>,
-    Path(subject): Path<String>,
+    SrPath(subject): SrPath<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, SrError> {
@@ -365,49 +410,50 @@ async fn register(
 
 async fn version(
     State(app): State<Arc<App>>,
-    Path((subject, v)): Path<(String, String)>,
-    Query(f): Query<Flags>,
+    SrPath((subject, v)): SrPath<(String, String)>,
+    f: Flags,
 ) -> Result<Response, SrError> {
     let v = app
         .registry
-        .version(subject_ok(&subject)?, version_ref(&v)?, flag(&f.deleted))
+        .version(subject_ok(&subject)?, version_ref(&v)?, f.deleted)
         .await?;
     Ok(ok(version_json(&v)))
 }
 
 async fn version_schema(
     State(app): State<Arc<App>>,
-    Path((subject, v)): Path<(String, String)>,
-    Query(f): Query<Flags>,
+    SrPath((subject, v)): SrPath<(String, String)>,
+    f: Flags,
 ) -> Result<Response, SrError> {
     let v = app
         .registry
-        .version(subject_ok(&subject)?, version_ref(&v)?, flag(&f.deleted))
+        .version(subject_ok(&subject)?, version_ref(&v)?, f.deleted)
         .await?;
     Ok(raw(v.schema))
 }
 
 async fn lookup(
     State(app): State<Arc<App>>,
-    Path(subject): Path<String>,
+    SrPath(subject): SrPath<String>,
+    f: Flags,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, SrError> {
     let subject = subject_ok(&subject)?;
     let (_, text) = schema_body(&headers, &body)?;
     Ok(ok(version_json(
-        &app.registry.lookup(subject, &text).await?,
+        &app.registry.lookup(subject, &text, f.deleted).await?,
     )))
 }
 
 async fn delete_subject(
     State(app): State<Arc<App>>,
-    Path(subject): Path<String>,
-    Query(f): Query<Flags>,
+    SrPath(subject): SrPath<String>,
+    f: Flags,
 ) -> Result<Response, SrError> {
     let deleted = app
         .registry
-        .delete_subject(subject_ok(&subject)?, flag(&f.permanent))
+        .delete_subject(subject_ok(&subject)?, f.permanent)
         .await?;
     reload(&app).await;
     Ok(ok(json!(deleted)))
@@ -415,12 +461,12 @@ async fn delete_subject(
 
 async fn delete_version(
     State(app): State<Arc<App>>,
-    Path((subject, v)): Path<(String, String)>,
-    Query(f): Query<Flags>,
+    SrPath((subject, v)): SrPath<(String, String)>,
+    f: Flags,
 ) -> Result<Response, SrError> {
     let n = app
         .registry
-        .delete_version(subject_ok(&subject)?, version_ref(&v)?, flag(&f.permanent))
+        .delete_version(subject_ok(&subject)?, version_ref(&v)?, f.permanent)
         .await?;
     reload(&app).await;
     Ok(ok(json!(n)))
@@ -441,7 +487,7 @@ fn schema_id(id: &str) -> Result<u32, SrError> {
 
 async fn schema_by_id(
     State(app): State<Arc<App>>,
-    Path(id): Path<String>,
+    SrPath(id): SrPath<String>,
 ) -> Result<Response, SrError> {
     let (ty, schema) = app.registry.schema_by_id(schema_id(&id)?).await?;
     Ok(ok(json!({"schema": schema, "schemaType": ty})))
@@ -449,7 +495,7 @@ async fn schema_by_id(
 
 async fn raw_schema_by_id(
     State(app): State<Arc<App>>,
-    Path(id): Path<String>,
+    SrPath(id): SrPath<String>,
 ) -> Result<Response, SrError> {
     let (_, schema) = app.registry.schema_by_id(schema_id(&id)?).await?;
     Ok(raw(schema))
@@ -457,7 +503,7 @@ async fn raw_schema_by_id(
 
 async fn id_versions(
     State(app): State<Arc<App>>,
-    Path(id): Path<String>,
+    SrPath(id): SrPath<String>,
 ) -> Result<Response, SrError> {
     let v = app.registry.id_versions(schema_id(&id)?).await?;
     Ok(ok(Value::Array(
@@ -517,13 +563,13 @@ async fn delete_global_config(State(app): State<Arc<App>>) -> Result<Response, S
 
 async fn subject_config(
     State(app): State<Arc<App>>,
-    Path(subject): Path<String>,
-    Query(f): Query<Flags>,
+    SrPath(subject): SrPath<String>,
+    f: Flags,
 ) -> Result<Response, SrError> {
     let subject = subject_ok(&subject)?;
     let level = match app.registry.config(Some(subject)).await? {
         Some(l) => l,
-        None if flag(&f.default_to_global) => app
+        None if f.default_to_global => app
             .registry
             .config(None)
             .await?
@@ -535,7 +581,7 @@ async fn subject_config(
 
 async fn set_subject_config(
     State(app): State<Arc<App>>,
-    Path(subject): Path<String>,
+    SrPath(subject): SrPath<String>,
     body: Bytes,
 ) -> Result<Response, SrError> {
     let subject = subject_ok(&subject)?;
@@ -546,7 +592,7 @@ async fn set_subject_config(
 
 async fn delete_subject_config(
     State(app): State<Arc<App>>,
-    Path(subject): Path<String>,
+    SrPath(subject): SrPath<String>,
 ) -> Result<Response, SrError> {
     let subject = subject_ok(&subject)?;
     match app.registry.delete_config(subject).await {
@@ -579,8 +625,8 @@ fn compat_answer(verdict: compat::Verdict, verbose: bool) -> Response {
 /// Against one version: the subject's level, without the transitive part.
 async fn check_version(
     State(app): State<Arc<App>>,
-    Path((subject, v)): Path<(String, String)>,
-    Query(f): Query<Flags>,
+    SrPath((subject, v)): SrPath<(String, String)>,
+    f: Flags,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, SrError> {
@@ -592,7 +638,7 @@ async fn check_version(
         Err(StoreError::SubjectNotFound(_)) | Err(StoreError::VersionNotFound(..))
             if v == VersionRef::Latest =>
         {
-            return Ok(compat_answer(compat::Verdict::Compatible, flag(&f.verbose)));
+            return Ok(compat_answer(compat::Verdict::Compatible, f.verbose));
         }
         Err(StoreError::SubjectNotFound(s)) => {
             return Err(StoreError::VersionNotFound(s, "?".into()).into())
@@ -609,15 +655,15 @@ async fn check_version(
     };
     Ok(compat_answer(
         compat::check(level, &schema, &[&old]),
-        flag(&f.verbose),
+        f.verbose,
     ))
 }
 
 /// Against every live version, as registration would check.
 async fn check_all(
     State(app): State<Arc<App>>,
-    Path(subject): Path<String>,
-    Query(f): Query<Flags>,
+    SrPath(subject): SrPath<String>,
+    f: Flags,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, SrError> {
@@ -639,6 +685,6 @@ async fn check_all(
     let level = level_for(&app, subject).await?;
     Ok(compat_answer(
         compat::check(level, &schema, &prev),
-        flag(&f.verbose),
+        f.verbose,
     ))
 }

@@ -2,6 +2,7 @@
 //! broker over TCP, the file system, processes and signals). Run through `scripts/test`.
 
 mod auth;
+mod conformance;
 mod faults;
 mod helm;
 mod ingest;

@@ -256,6 +256,20 @@ async fn exercise(s: &TestServer) {
     );
     let (st, b) = c.delete(&format!("/subjects/{enc}")).await;
     assert_eq!((st, code(&b)), (404, 40404));
+    // Lookup finds a soft-deleted version only when asked to.
+    let (st, b) = c.post(&format!("/subjects/{enc}"), schema_req(&v1)).await;
+    assert_eq!((st, code(&b)), (404, 40401));
+    let (st, b) = c
+        .post(&format!("/subjects/{enc}?deleted=true"), schema_req(&v1))
+        .await;
+    assert_eq!((st, b["version"].as_u64()), (200, Some(1)), "{b}");
+    // A flag that is not a boolean, or given twice, is refused rather than read as false.
+    for q in ["deleted=yes", "deleted=1", "deleted=true&deleted=false"] {
+        let (st, b) = c.get(&format!("/subjects?{q}")).await;
+        assert_eq!((st, code(&b)), (400, 400), "{q}: {b}");
+    }
+    let (st, b) = c.get(&format!("/subjects/%FF/versions")).await;
+    assert_eq!((st, code(&b)), (400, 400), "{b}");
     assert!(c
         .get("/subjects?deleted=true")
         .await

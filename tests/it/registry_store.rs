@@ -152,15 +152,21 @@ async fn exercise(store: &dyn RegistryStore) {
         Err(StoreError::SchemaNotFound)
     );
     assert_eq!(
-        store.lookup(&s, &schema(v1.clone())).await.unwrap().version,
+        store
+            .lookup(&s, &schema(v1.clone()), false)
+            .await
+            .unwrap()
+            .version,
         1
     );
     assert_eq!(
-        store.lookup(&s, &schema(json!({"type": "null"}))).await,
+        store
+            .lookup(&s, &schema(json!({"type": "null"})), false)
+            .await,
         Err(StoreError::SchemaNotFound)
     );
     assert!(matches!(
-        store.lookup("no.such.subject", "{}").await,
+        store.lookup("no.such.subject", "{}", true).await,
         Err(StoreError::SubjectNotFound(_))
     ));
     assert!(matches!(
@@ -199,11 +205,36 @@ async fn exercise(store: &dyn RegistryStore) {
     ));
     assert_eq!(store.versions(&s, false).await.unwrap(), vec![1, 2]);
     assert_eq!(store.versions(&s, true).await.unwrap(), vec![1, 2, 3]);
+    // Lookup sees a soft-deleted version only when asked (`?deleted=true`).
+    assert_eq!(
+        store.lookup(&s, &schema(bad.clone()), false).await,
+        Err(StoreError::SchemaNotFound)
+    );
+    assert_eq!(
+        store
+            .lookup(&s, &schema(bad.clone()), true)
+            .await
+            .unwrap()
+            .version,
+        3
+    );
     assert!(matches!(
         store.delete_subject(&s, true).await,
         Err(StoreError::SubjectNotSoftDeleted(_))
     ));
     assert_eq!(store.delete_subject(&s, false).await.unwrap(), vec![1, 2]);
+    assert!(matches!(
+        store.lookup(&s, &schema(v1.clone()), false).await,
+        Err(StoreError::SubjectNotFound(_))
+    ));
+    assert_eq!(
+        store
+            .lookup(&s, &schema(v1.clone()), true)
+            .await
+            .unwrap()
+            .version,
+        1
+    );
     assert!(matches!(
         store.versions(&s, false).await,
         Err(StoreError::SubjectNotFound(_))

@@ -100,7 +100,13 @@ pub trait RegistryStore: Send + Sync {
         include_deleted: bool,
     ) -> Result<SubjectVersion, StoreError>;
     /// The live version of `subject` holding exactly this schema.
-    async fn lookup(&self, subject: &str, schema: &str) -> Result<SubjectVersion, StoreError>;
+    /// The newest version of `subject` holding `schema`; soft-deleted ones too when `deleted`.
+    async fn lookup(
+        &self,
+        subject: &str,
+        schema: &str,
+        deleted: bool,
+    ) -> Result<SubjectVersion, StoreError>;
     /// (schema_type, schema) of a global id.
     async fn schema_by_id(&self, id: u32) -> Result<(String, String), StoreError>;
     /// (subject, version) pairs using an id.

@@ -346,14 +346,23 @@ impl RegistryStore for PostgresStore {
         Ok(row_version(&r))
     }
 
-    async fn lookup(&self, subject: &str, schema: &str) -> Result<SubjectVersion, StoreError> {
+    async fn lookup(
+        &self,
+        subject: &str,
+        schema: &str,
+        deleted: bool,
+    ) -> Result<SubjectVersion, StoreError> {
         let c = self.client().await?;
-        if all_versions(&*c, subject).await?.iter().all(|(_, d)| *d) {
+        if all_versions(&*c, subject)
+            .await?
+            .iter()
+            .all(|(_, d)| *d && !deleted)
+        {
             return Err(StoreError::SubjectNotFound(subject.into()));
         }
         c.query_opt(
-            &format!("{SELECT_VERSION} WHERE v.subject = $1 AND s.schema = $2 AND NOT v.deleted ORDER BY v.version DESC LIMIT 1"),
-            &[&subject, &schema],
+            &format!("{SELECT_VERSION} WHERE v.subject = $1 AND s.schema = $2 AND ($3 OR NOT v.deleted) ORDER BY v.version DESC LIMIT 1"),
+            &[&subject, &schema, &deleted],
         )
         .await
         .map_err(db)?

@@ -234,14 +234,19 @@ impl RegistryStore for SqliteStore {
         })
     }
 
-    async fn lookup(&self, subject: &str, schema: &str) -> Result<SubjectVersion, StoreError> {
+    async fn lookup(
+        &self,
+        subject: &str,
+        schema: &str,
+        deleted: bool,
+    ) -> Result<SubjectVersion, StoreError> {
         self.with(|c| {
-            if live_versions(c, subject, false)?.is_empty() {
+            if live_versions(c, subject, deleted)?.is_empty() {
                 return Err(StoreError::SubjectNotFound(subject.into()));
             }
             c.query_row(
-                &format!("{SELECT_VERSION} WHERE v.subject = ?1 AND s.schema = ?2 AND v.deleted = 0 ORDER BY v.version DESC LIMIT 1"),
-                params![subject, schema],
+                &format!("{SELECT_VERSION} WHERE v.subject = ?1 AND s.schema = ?2 AND (v.deleted = 0 OR ?3) ORDER BY v.version DESC LIMIT 1"),
+                params![subject, schema, deleted],
                 row_version,
             )
             .optional()
