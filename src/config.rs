@@ -116,6 +116,10 @@ pub struct LimitsConfig {
     pub max_events: usize,
     /// JSON nesting depth of one event (the event object itself is depth 1).
     pub max_depth: usize,
+    /// All request headers together, counted as on the wire in HTTP/1.1 (name, `: `, value,
+    /// CRLF). At most [`MAX_HEADER_BYTES_CAP`]: hyper's own read buffer refuses heads past
+    /// ~400 KiB with a bare 431 before Sluice sees them.
+    pub max_header_bytes: ByteSize,
     /// Events decoded and not yet answered, process-wide: admission control's bound.
     pub max_inflight_events: usize,
     /// Request bodies held at once, process-wide (their received size).
@@ -132,6 +136,7 @@ impl Default for LimitsConfig {
             max_event_bytes: ByteSize(MIB),
             max_events: 1000,
             max_depth: 64,
+            max_header_bytes: ByteSize(64 * KIB),
             max_inflight_events: 20_000,
             max_inflight_bytes: ByteSize(256 * MIB),
             admission_wait: HumanDuration(Duration::from_millis(200)),
@@ -819,6 +824,7 @@ impl Config {
             ("limits.max_event_bytes", l.max_event_bytes.0),
             ("limits.max_events", l.max_events as u64),
             ("limits.max_depth", l.max_depth as u64),
+            ("limits.max_header_bytes", l.max_header_bytes.0),
         ] {
             if v == 0 {
                 return Err(field_error(name, "must be greater than 0"));
@@ -840,6 +846,12 @@ impl Config {
             return Err(field_error(
                 "limits.max_inflight_bytes",
                 "must be at most 4GiB",
+            ));
+        }
+        if l.max_header_bytes.0 > MAX_HEADER_BYTES_CAP {
+            return Err(field_error(
+                "limits.max_header_bytes",
+                "must be at most 256KiB (larger heads are refused by the HTTP layer first)",
             ));
         }
         if l.max_depth > 512 {
@@ -1106,6 +1118,9 @@ fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Err
 }
 
 pub const KIB: u64 = 1024;
+/// The largest `limits.max_header_bytes`: below hyper's fixed HTTP/1.1 read buffer
+/// (8 KiB + 400 KiB), so that Sluice's own, explained 431 is the one clients get.
+pub const MAX_HEADER_BYTES_CAP: u64 = 256 * KIB;
 pub const MIB: u64 = 1024 * KIB;
 pub const GIB: u64 = 1024 * MIB;
 

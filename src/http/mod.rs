@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -104,10 +104,20 @@ fn layered(routes: axum::Router<Arc<App>>, app: Arc<App>) -> axum::Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
         })
-        // Per-route metrics need the matched route template, known only after routing.
+        // Oversized headers are refused before auth reads a credential out of them.
+        .route_layer(middleware::from_fn_with_state(app.clone(), header_limit))
+        // Per-route metrics need the matched route template, known only after routing
+        // (outside the header check, so its 431s are counted).
         .route_layer(middleware::from_fn(track_metrics))
         .layer(
             ServiceBuilder::new()
+                // The client's header bytes, measured before any layer adds a header of its
+                // own (the request id); `header_limit` decides on them after routing.
+                .map_request(|mut req: Request| {
+                    let n = ClientHeaderBytes::of(&req);
+                    req.extensions_mut().insert(n);
+                    req
+                })
                 // Every request gets an id first, so the trace span and the answer carry it.
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 // One span per request, carrying that id.
@@ -127,6 +137,43 @@ fn layered(routes: axum::Router<Arc<App>>, app: Arc<App>) -> axum::Router {
                 })),
         )
         .with_state(app)
+}
+
+/// The size of the headers the client sent, counted as on the wire in HTTP/1.1 (name, `: `,
+/// value, CRLF each).
+#[derive(Clone, Copy)]
+struct ClientHeaderBytes(usize);
+
+impl ClientHeaderBytes {
+    fn of(req: &Request) -> ClientHeaderBytes {
+        ClientHeaderBytes(
+            req.headers()
+                .iter()
+                .map(|(name, value)| name.as_str().len() + value.len() + 4)
+                .sum(),
+        )
+    }
+}
+
+/// `limits.max_header_bytes`, on what the client sent.
+async fn header_limit(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let limit = app.config.limits.max_header_bytes.as_usize();
+    let size = req
+        .extensions()
+        .get::<ClientHeaderBytes>()
+        .copied()
+        .unwrap_or_else(|| ClientHeaderBytes::of(&req))
+        .0;
+    if size > limit {
+        metrics::counter!(telemetry::EVENTS_REJECTED, "reason" => "headers_too_large").increment(1);
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!("the request headers are {size} bytes; at most {limit} are accepted"),
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 async fn track_metrics(req: Request, next: Next) -> Response {

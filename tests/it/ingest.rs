@@ -201,6 +201,61 @@ async fn body_size_limit_at_and_over_the_boundary() {
     );
 }
 
+#[tokio::test]
+async fn header_size_limit_at_and_over_the_boundary() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ws = Workspace::new();
+    let mut c = ws.config();
+    c.limits.max_header_bytes = ByteSize(4096);
+    let s = TestServer::start_ready(c).await;
+    let body = json!({"type": ANY, "data": {"n": 1}}).to_string();
+    // Over a raw connection, so that every header byte is ours: headers totalling `total`
+    // bytes as counted on the wire (name + ": " + value + CRLF each).
+    let send = |total: usize| {
+        let body = body.clone();
+        async move {
+            let fixed = [
+                ("host", "x".to_string()),
+                ("content-type", "application/cloudevents+json".to_string()),
+                ("content-length", body.len().to_string()),
+                ("connection", "close".to_string()),
+            ];
+            let used: usize = fixed.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
+            let pad = "p".repeat(total - used - "x-pad".len() - 4);
+            let mut head = String::from("POST /v1/events HTTP/1.1\r\n");
+            for (k, v) in fixed.iter().chain([&("x-pad", pad)]) {
+                head.push_str(&format!("{k}: {v}\r\n"));
+            }
+            head.push_str("\r\n");
+            let mut conn = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+            conn.write_all(head.as_bytes()).await.unwrap();
+            // Refused early, the server may close before reading the body.
+            let _ = conn.write_all(body.as_bytes()).await;
+            let mut out = Vec::new();
+            let _ = conn.read_to_end(&mut out).await;
+            String::from_utf8_lossy(&out).into_owned()
+        }
+    };
+    let at = send(4096).await;
+    assert!(at.starts_with("HTTP/1.1 200"), "{at}");
+    let over = send(4097).await;
+    assert!(over.starts_with("HTTP/1.1 431"), "{over}");
+    let json = over.split("\r\n\r\n").nth(1).unwrap();
+    let v: Value = serde_json::from_str(json).unwrap();
+    assert_eq!(v["error"]["code"], "headers_too_large", "{v}");
+    assert!(
+        s.metrics()
+            .await
+            .contains(r#"sluice_http_requests_total{route="/v1/events",status="431"}"#),
+        "431s are counted"
+    );
+    // A limit the HTTP layer would pre-empt is refused at start.
+    let mut c = ws.config();
+    c.limits.max_header_bytes = ByteSize(512 * 1024);
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("limits.max_header_bytes"), "{e}");
+}
+
 /// POSTs with `Transfer-Encoding: chunked` over a raw connection; returns status and body.
 async fn chunked_post(s: &TestServer, content_type: &str, body: &[u8]) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
