@@ -411,6 +411,25 @@ def check_toml_round_trip(chart) -> None:
         problem("changing config does not change checksum/config")
 
 
+def check_schema_covers_example(chart) -> None:
+    """Every field of sluice.example.toml has its entry under config in values.schema.json, so
+    a field added to the binary without one fails here rather than going unchecked."""
+    example = tomllib.loads((ROOT / "sluice.example.toml").read_text())
+    schema = json.loads((CHART / "values.schema.json").read_text())["properties"]["config"]
+
+    def walk(node: dict, value, path: str) -> None:
+        props = node.get("properties")
+        if not isinstance(value, dict) or props is None:
+            return  # a leaf, or a free-form map such as kafka.properties
+        for key, v in value.items():
+            if key not in props:
+                problem(f"values.schema.json: config.{path}{key} (in sluice.example.toml) is not described")
+            else:
+                walk(props[key], v, f"{path}{key}.")
+
+    walk(schema, example, "")
+
+
 def main() -> int:
     log(f"helm SDK {helm.helm_sdk_version()}, kubernetes-validate {kubernetes_validate.__version__}, "
         f"Kubernetes {', '.join(KUBE_VERSIONS)}")
@@ -439,6 +458,7 @@ def main() -> int:
         check_bad_values(chart)
         check_tls_schemes(chart)
         check_toml_round_trip(chart)
+        check_schema_covers_example(chart)
     if problems:
         for p in problems:
             log(f"FAIL {p}")
