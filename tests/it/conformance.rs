@@ -48,6 +48,12 @@ async fn schemathesis_finds_no_server_error_and_no_response_outside_the_spec() {
         .args(["--url", &s.url])
         .args(["--header", &format!("X-API-Key: {key}")])
         .args(["--checks", "all"])
+        // Reading a soft-deleted version or subject with `?deleted=true` answers 200 on purpose
+        // (as Confluent's registry does); use_after_free takes that for a resource that
+        // outlived its DELETE. Off on the command line: schemathesis' stateful phase does not
+        // honour it being off in the config file. registry_api.rs asserts the 404s after
+        // soft and permanent deletes.
+        .args(["--exclude-checks", "use_after_free"])
         .args(["--max-examples", "30"])
         .args(["--max-time", "60"])
         .args(["--seed", &seed])
