@@ -68,10 +68,23 @@ pub async fn bootstrap(
                     Err(e) => return Err(RegistryError::Store(e.to_string())),
                 };
                 if next != f.version {
-                    Some(format!(
-                        "{}: the registry's next version of {} is {next}, not {}: its history differs from the folder",
-                        f.origin, f.subject, f.version
-                    ))
+                    // Another replica starting from the same folder may have committed this
+                    // very file between the two reads: read the version again before calling
+                    // the histories different. (Registering when `next` matched is safe: the
+                    // store returns the existing version of an identical schema.)
+                    match store
+                        .version(&f.subject, VersionRef::Number(f.version), true)
+                        .await
+                    {
+                        Ok(v) if v.schema == text => {
+                            out.already += 1;
+                            continue;
+                        }
+                        _ => Some(format!(
+                            "{}: the registry's next version of {} is {next}, not {}: its history differs from the folder",
+                            f.origin, f.subject, f.version
+                        )),
+                    }
                 } else {
                     match store
                         .register(&f.subject, "JSON", &text, &compat_check(&f.schema))

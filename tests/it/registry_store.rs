@@ -7,8 +7,10 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use sluice::registry::compat::{self, Level};
 use sluice::registry::store::{
-    canonical, PostgresStore, Registered, RegistryStore, SqliteStore, StoreError, VersionRef,
+    canonical, PostgresStore, Registered, RegistryStore, SqliteStore, StoreError, SubjectVersion,
+    VersionRef,
 };
+use sluice::registry::{bootstrap, StoredSchema};
 
 use crate::support::unique;
 
@@ -316,4 +318,154 @@ async fn registry_store_postgres_concurrent_registrations_get_distinct_ids_and_v
         a.versions(&subject, false).await.unwrap(),
         b.versions(&subject, false).await.unwrap()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_store_postgres_replicas_bootstrapping_the_same_files_at_once_all_start() {
+    // A rollout on a fresh database: every replica registers the same schema files at once.
+    // One that reads "version 1 missing" just before another commits it must not take the
+    // committed version for a history that differs from the folder.
+    let pg = PgSchema::new().await;
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        stores.push(Arc::new(PostgresStore::open(&pg.url).await.unwrap()));
+    }
+    for round in 0..10 {
+        let subject = unique(&format!("it.boot{round}."));
+        let files: Vec<StoredSchema> = (1..=3)
+            .map(|v| StoredSchema {
+                subject: subject.clone(),
+                version: v,
+                schema: json!({"type": "object", "title": format!("v{v}"), "properties": {format!("p{v}"): {}}}),
+                origin: format!("schemas/{subject}/{v}.json"),
+                id: None,
+            })
+            .collect();
+        let files = Arc::new(files);
+        let tasks: Vec<_> = stores
+            .iter()
+            .map(|s| {
+                let (s, files) = (s.clone(), files.clone());
+                tokio::spawn(async move { bootstrap(&*s, &files, true).await })
+            })
+            .collect();
+        let mut registered = 0;
+        for t in tasks {
+            let b = t
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            assert_eq!(b.registered + b.already, 3, "{b:?}");
+            registered += b.registered;
+        }
+        assert_eq!(registered, 3, "each file registered once, by one replica");
+        assert_eq!(
+            stores[0].versions(&subject, false).await.unwrap(),
+            vec![1, 2, 3]
+        );
+    }
+}
+
+/// The real SQLite store, with another replica's registration of `file` committed right
+/// after this replica's first read of `file`'s version: the interleaving of two replicas
+/// bootstrapping the same folder at once, made certain instead of left to timing.
+struct OtherReplicaCommitsBetweenReads {
+    inner: SqliteStore,
+    file: StoredSchema,
+    done: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl RegistryStore for OtherReplicaCommitsBetweenReads {
+    async fn version(
+        &self,
+        subject: &str,
+        version: VersionRef,
+        include_deleted: bool,
+    ) -> Result<SubjectVersion, StoreError> {
+        let r = self.inner.version(subject, version, include_deleted).await;
+        if !self.done.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let text = canonical(&self.file.schema);
+            self.inner
+                .register(&self.file.subject, "JSON", &text, &|_, _| Ok(()))
+                .await
+                .unwrap();
+        }
+        r
+    }
+    async fn register(
+        &self,
+        subject: &str,
+        schema_type: &str,
+        schema: &str,
+        check: sluice::registry::store::CompatCheck<'_>,
+    ) -> Result<Registered, StoreError> {
+        self.inner
+            .register(subject, schema_type, schema, check)
+            .await
+    }
+    async fn subjects(&self, d: bool) -> Result<Vec<String>, StoreError> {
+        self.inner.subjects(d).await
+    }
+    async fn versions(&self, s: &str, d: bool) -> Result<Vec<u32>, StoreError> {
+        self.inner.versions(s, d).await
+    }
+    async fn lookup(&self, s: &str, schema: &str, d: bool) -> Result<SubjectVersion, StoreError> {
+        self.inner.lookup(s, schema, d).await
+    }
+    async fn schema_by_id(&self, id: u32) -> Result<(String, String), StoreError> {
+        self.inner.schema_by_id(id).await
+    }
+    async fn id_versions(&self, id: u32) -> Result<Vec<(String, u32)>, StoreError> {
+        self.inner.id_versions(id).await
+    }
+    async fn delete_subject(&self, s: &str, p: bool) -> Result<Vec<u32>, StoreError> {
+        self.inner.delete_subject(s, p).await
+    }
+    async fn delete_version(&self, s: &str, v: VersionRef, p: bool) -> Result<u32, StoreError> {
+        self.inner.delete_version(s, v, p).await
+    }
+    async fn config(&self, s: Option<&str>) -> Result<Option<Level>, StoreError> {
+        self.inner.config(s).await
+    }
+    async fn set_config(&self, s: Option<&str>, l: Level) -> Result<(), StoreError> {
+        self.inner.set_config(s, l).await
+    }
+    async fn delete_config(&self, s: &str) -> Result<Level, StoreError> {
+        self.inner.delete_config(s).await
+    }
+    async fn live(&self) -> Result<Vec<SubjectVersion>, StoreError> {
+        self.inner.live().await
+    }
+    async fn epoch(&self) -> Result<i64, StoreError> {
+        self.inner.epoch().await
+    }
+}
+
+#[tokio::test]
+async fn registry_bootstrap_that_loses_the_race_to_another_replica_still_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = StoredSchema {
+        subject: "it.boot.race".into(),
+        version: 1,
+        schema: json!({"type": "object", "properties": {"k": {"type": "integer"}}}),
+        origin: "schemas/it.boot.race/1.json".into(),
+        id: None,
+    };
+    let store = OtherReplicaCommitsBetweenReads {
+        inner: SqliteStore::open(&dir.path().join("registry.db")).unwrap(),
+        file: file.clone(),
+        done: Default::default(),
+    };
+    let b = bootstrap(&store, std::slice::from_ref(&file), true)
+        .await
+        .expect("the file the other replica registered is this one: no conflict");
+    assert_eq!((b.registered, b.already), (0, 1));
+    // A different schema under that version is still a conflict.
+    let other = StoredSchema {
+        schema: json!({"type": "string"}),
+        ..file.clone()
+    };
+    let e = bootstrap(&store, &[other], true).await.unwrap_err();
+    assert!(e.to_string().contains("is a different schema"), "{e}");
 }

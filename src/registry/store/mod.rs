@@ -99,7 +99,6 @@ pub trait RegistryStore: Send + Sync {
         version: VersionRef,
         include_deleted: bool,
     ) -> Result<SubjectVersion, StoreError>;
-    /// The live version of `subject` holding exactly this schema.
     /// The newest version of `subject` holding `schema`; soft-deleted ones too when `deleted`.
     async fn lookup(
         &self,

@@ -44,9 +44,26 @@ impl Proc {
                     return;
                 }
             }
+            assert!(
+                !self.exited(),
+                "sluice exited before it became ready (its log is above)"
+            );
             assert!(Instant::now() < deadline, "sluice did not become ready");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Whether the child has exited (a zombie not yet reaped), without taking `&mut self`.
+    fn exited(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .map(|stat| {
+                // pid (comm) state ...: the state follows the last ')'.
+                stat.rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().next())
+                    == Some("Z")
+            })
+            .unwrap_or(true)
     }
 
     pub fn signal(&self, sig: &str) {
