@@ -72,6 +72,10 @@ struct Cli {
     /// Also write the report (and audit) as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// For an https:// URL: trust the certificates in this PEM file (a private CA or the
+    /// server's self-signed certificate) besides the system roots.
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
 }
 
 /// Prints a line; a closed stdout (`| head`) is not worth a panic.
@@ -152,6 +156,7 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
         auth: mint(&cli)?,
         record_ids: cli.audit_kafka.is_some() || cli.audit_kinesis,
         run_id: run_id.clone(),
+        ca_cert: cli.ca_cert.as_ref().map(std::fs::read).transpose()?,
     };
     let outcome = run(opts).await?;
     say(&outcome.report.text());

@@ -59,6 +59,9 @@ pub struct Options {
     pub record_ids: bool,
     /// Prefix of every event id of this run.
     pub run_id: String,
+    /// For `https://` URLs: PEM certificates to trust besides the system roots (a private CA,
+    /// or the server's own self-signed certificate).
+    pub ca_cert: Option<Vec<u8>>,
 }
 
 /// A run's figures, and the ids answered 2xx when asked for.
@@ -87,11 +90,16 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
     if opts.format == Format::Single && opts.batch != 1 {
         anyhow::bail!("--format single sends one event per request: use --batch 1");
     }
-    let client = reqwest::Client::builder()
+    let mut client = reqwest::Client::builder()
         .pool_max_idle_per_host(opts.connections)
         .http1_only()
-        .timeout(Duration::from_secs(60))
-        .build()?;
+        .timeout(Duration::from_secs(60));
+    if let Some(pem) = &opts.ca_cert {
+        for cert in reqwest::Certificate::from_pem_bundle(pem)? {
+            client = client.add_root_certificate(cert);
+        }
+    }
+    let client = client.build()?;
     let shared = Arc::new(Shared {
         opts: opts.clone(),
         client,

@@ -26,6 +26,11 @@ fn setup() -> (Workspace, String, Vec<String>) {
 }
 
 async fn smoke(format: Format, batch: usize, compression: Compression) {
+    smoke_with(format, batch, compression, false).await
+}
+
+/// `tls`: Sluice serves a self-signed certificate made here, which the generator trusts.
+async fn smoke_with(format: Format, batch: usize, compression: Compression, tls: bool) {
     let brokers = brokers();
     let (ws, template, topics) = setup();
     for t in &topics {
@@ -33,6 +38,16 @@ async fn smoke(format: Format, batch: usize, compression: Compression) {
     }
     let mut c = ws.kafka_config(&brokers);
     c.routes.default_topic = template;
+    let mut ca_cert = None;
+    if tls {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let (crt, key) = (ws.path().join("tls.crt"), ws.path().join("tls.key"));
+        std::fs::write(&crt, cert.cert.pem()).unwrap();
+        std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
+        c.tls.cert_file = Some(crt);
+        c.tls.key_file = Some(key);
+        ca_cert = Some(cert.cert.pem().into_bytes());
+    }
     let s = TestServer::start_ready(c).await;
     let run_id = unique("r");
     let out = run(Options {
@@ -47,6 +62,7 @@ async fn smoke(format: Format, batch: usize, compression: Compression) {
         auth: Auth::None,
         record_ids: true,
         run_id: run_id.clone(),
+        ca_cert,
     })
     .await
     .unwrap();
@@ -80,6 +96,11 @@ async fn loadtest_smoke_batches_audit_lost_zero() {
 }
 
 #[tokio::test]
+async fn loadtest_smoke_over_tls_audit_lost_zero() {
+    smoke_with(Format::Array, 50, Compression::Gzip, true).await;
+}
+
+#[tokio::test]
 async fn loadtest_smoke_gzip_ndjson_and_single_events_audit_lost_zero() {
     smoke(Format::Ndjson, 20, Compression::Gzip).await;
     smoke(Format::Single, 1, Compression::Zstd).await;
@@ -108,6 +129,7 @@ async fn loadtest_smoke_through_kinesis_audit_lost_zero() {
         auth: Auth::None,
         record_ids: true,
         run_id: run_id.clone(),
+        ca_cert: None,
     })
     .await
     .unwrap();
