@@ -84,6 +84,8 @@ struct Shared {
     client: reqwest::Client,
     stats: Mutex<Stats>,
     hist: Mutex<Histogram<u64>>,
+    /// Set once the first request without an answer has been reported on stderr.
+    told_error: std::sync::atomic::AtomicBool,
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
@@ -105,6 +107,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
         client,
         stats: Mutex::new(Stats::default()),
         hist: Mutex::new(histogram()),
+        told_error: Default::default(),
     });
     let started = Instant::now();
     let deadline = started + opts.duration;
@@ -237,7 +240,23 @@ async fn send(shared: &Shared, body: Vec<u8>, ids: Vec<String>, due: Instant) {
     }
     let result = req.body(body).send().await;
     let (class, accepted): (String, Vec<String>) = match result {
-        Err(_) => ("error".into(), Vec::new()),
+        Err(e) => {
+            // Counted as `error`; the first one is told with its causes (a refused connection,
+            // an untrusted certificate, ...), or a run of errors would say nothing of why.
+            if !shared
+                .told_error
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                let mut why = e.to_string();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    why.push_str(&format!(": {c}"));
+                    cause = c.source();
+                }
+                eprintln!("sluice-load: a request got no answer (the first of its kind): {why}");
+            }
+            ("error".into(), Vec::new())
+        }
         Ok(resp) => {
             let status = resp.status().as_u16();
             let bytes = resp.bytes().await.unwrap_or_default();
