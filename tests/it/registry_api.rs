@@ -270,6 +270,16 @@ async fn exercise(s: &TestServer) {
     }
     let (st, b) = c.get("/subjects/%FF/versions").await;
     assert_eq!((st, code(&b)), (400, 400), "{b}");
+    // Subject names are limited in characters, not bytes: 255 two-byte characters are a name
+    // (unknown here: 404), 256 are not (422).
+    let (st, b) = c
+        .get(&format!("/subjects/{}/versions", "é".repeat(255)))
+        .await;
+    assert_eq!((st, code(&b)), (404, 40401), "{b}");
+    let (st, b) = c
+        .get(&format!("/subjects/{}/versions", "é".repeat(256)))
+        .await;
+    assert_eq!((st, code(&b)), (422, 42208), "{b}");
     assert!(c
         .get("/subjects?deleted=true")
         .await
