@@ -570,6 +570,9 @@ pub struct AuthConfig {
     pub api_keys: Vec<ApiKeyConfig>,
     /// A TOML file of more `[[api_keys]]` entries (e.g. a mounted Kubernetes Secret).
     pub api_keys_file: Option<PathBuf>,
+    /// `api_keys_file` is re-read this often: keys added, rotated or revoked there take
+    /// effect without a restart (a file that does not load keeps the previous keys).
+    pub api_keys_reload_interval: HumanDuration,
     /// Identities for TLS client certificates (mTLS, `tls.client_ca_file`).
     pub client_certs: Vec<ClientCertConfig>,
     pub cors: CorsConfig,
@@ -595,6 +598,7 @@ impl Default for AuthConfig {
             keys: Vec::new(),
             api_keys: Vec::new(),
             api_keys_file: None,
+            api_keys_reload_interval: HumanDuration::from_secs(10),
             client_certs: Vec::new(),
             cors: CorsConfig::default(),
         }
@@ -894,6 +898,10 @@ impl Config {
         for (name, d) in [
             ("tls.reload_interval", t.reload_interval.0),
             ("tls.handshake_timeout", t.handshake_timeout.0),
+            (
+                "auth.api_keys_reload_interval",
+                self.auth.api_keys_reload_interval.0,
+            ),
         ] {
             if d.is_zero() {
                 return Err(field_error(name, "must be greater than 0"));

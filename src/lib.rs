@@ -81,7 +81,7 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
         auth::Authenticator::from_config(&config.auth)
             .map_err(|(field, msg)| anyhow::anyhow!("config field `{field}`: {msg}"))?,
     );
-    let cors = auth::cors::Cors::new(&config.auth.cors, auth.browser_origins())
+    let cors = auth::cors::Cors::new(&config.auth.cors)
         .map_err(|(field, msg)| anyhow::anyhow!("config field `{field}`: {msg}"))?;
     auth.start().await;
     let sink = sink::from_config(&config).await?;

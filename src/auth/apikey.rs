@@ -7,7 +7,11 @@
 //! once by `sluice keys generate` and stored nowhere.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -16,6 +20,7 @@ use subtle::ConstantTimeEq;
 
 use super::{key_class_method, AuthError, Principal, Scopes};
 use crate::config::{ApiKeyConfig, AuthConfig, KeyClass};
+use crate::telemetry;
 
 const ID_HEX_LEN: usize = 16;
 const SECRET_BYTES: usize = 32;
@@ -47,21 +52,21 @@ struct KeysFile {
 }
 
 impl ApiKeys {
-    pub fn from_config(config: &AuthConfig) -> Result<ApiKeys, (String, String)> {
+    /// The entries of `auth.api_keys` and, when given, of the keys file's contents.
+    fn build(
+        inline: &[ApiKeyConfig],
+        file: Option<(&Path, &[u8])>,
+    ) -> Result<ApiKeys, (String, String)> {
         let mut keys = ApiKeys::default();
-        for (i, k) in config.api_keys.iter().enumerate() {
+        for (i, k) in inline.iter().enumerate() {
             keys.add(k)
                 .map_err(|m| (format!("auth.api_keys[{i}]"), m))?;
         }
-        if let Some(path) = &config.api_keys_file {
+        if let Some((path, bytes)) = file {
             let field = "auth.api_keys_file".to_string();
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                (
-                    field.clone(),
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?;
-            let file: KeysFile = toml::from_str(&text)
+            let text = std::str::from_utf8(bytes)
+                .map_err(|_| (field.clone(), format!("{}: not UTF-8", path.display())))?;
+            let file: KeysFile = toml::from_str(text)
                 .map_err(|e| (field.clone(), format!("{}: {e}", path.display())))?;
             for (i, k) in file.api_keys.iter().enumerate() {
                 keys.add(k).map_err(|m| {
@@ -168,14 +173,119 @@ impl ApiKeys {
         ))
     }
 
-    /// Every origin some browser key allows, as configured (for CORS preflights, which
-    /// carry no key).
-    pub fn origins(&self) -> Vec<OriginPattern> {
+    /// Whether some browser key allows `origin` (for CORS preflights, which carry no key).
+    fn allows_origin(&self, origin: &str) -> bool {
         self.by_id
             .values()
-            .flat_map(|e| e.origins.iter().cloned())
-            .collect()
+            .any(|e| e.origins.iter().any(|p| p.matches(origin)))
     }
+}
+
+/// `auth.api_keys` and `auth.api_keys_file`, as last loaded. The file is re-read every
+/// `auth.api_keys_reload_interval` and the key set swapped whole, so that keys added, rotated
+/// or revoked there (a Kubernetes Secret update) take effect without a restart. A file that
+/// cannot be read or does not load keeps the previous key set: a typo must not lock every
+/// client out (nor let a revoked key back in, which a half-loaded set could).
+pub(super) struct KeyStore {
+    inline: Vec<ApiKeyConfig>,
+    file: Option<PathBuf>,
+    current: ArcSwap<ApiKeys>,
+    /// The file's bytes that `current` was built from, and the last reload's error (each
+    /// distinct failure is logged and counted once, not on every tick).
+    loaded: Mutex<(Vec<u8>, Option<String>)>,
+}
+
+impl KeyStore {
+    pub fn from_config(config: &AuthConfig) -> Result<KeyStore, (String, String)> {
+        let bytes = match &config.api_keys_file {
+            Some(path) => read(path).map_err(|m| ("auth.api_keys_file".to_string(), m))?,
+            None => Vec::new(),
+        };
+        let file = config.api_keys_file.as_deref().map(|p| (p, &bytes[..]));
+        let keys = ApiKeys::build(&config.api_keys, file)?;
+        if config.api_keys_file.is_some() {
+            metrics::gauge!(telemetry::API_KEYS_LOADED).set(keys.by_id.len() as f64);
+        }
+        Ok(KeyStore {
+            inline: config.api_keys.clone(),
+            file: config.api_keys_file.clone(),
+            current: ArcSwap::from_pointee(keys),
+            loaded: Mutex::new((bytes, None)),
+        })
+    }
+
+    pub fn verify(&self, key: &str, origin: Option<&str>) -> Result<Principal, AuthError> {
+        self.current.load().verify(key, origin)
+    }
+
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        self.current.load().allows_origin(origin)
+    }
+
+    pub fn has_file(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Swaps in the file's current keys when its contents changed and load; otherwise keeps
+    /// the previous ones (and says why).
+    pub fn reload(&self) {
+        let Some(path) = &self.file else { return };
+        let mut loaded = self.loaded.lock().expect("not poisoned");
+        let (bytes, keys) = match read(path) {
+            Ok(bytes) if bytes == loaded.0 => {
+                loaded.1 = None;
+                return;
+            }
+            Ok(bytes) => {
+                let keys = ApiKeys::build(&self.inline, Some((path, &bytes))).map_err(|(_, m)| m);
+                (bytes, keys)
+            }
+            Err(m) => (Vec::new(), Err(m)),
+        };
+        match keys {
+            Ok(keys) => {
+                let before = self.current.load();
+                let added = keys
+                    .by_id
+                    .keys()
+                    .filter(|id| !before.by_id.contains_key(*id));
+                let added: Vec<&str> = added.map(String::as_str).collect();
+                let removed = before
+                    .by_id
+                    .keys()
+                    .filter(|id| !keys.by_id.contains_key(*id));
+                let removed: Vec<&str> = removed.map(String::as_str).collect();
+                tracing::info!(
+                    file = %path.display(),
+                    keys = keys.by_id.len(),
+                    added = ?added,
+                    removed = ?removed,
+                    "API keys reloaded"
+                );
+                metrics::gauge!(telemetry::API_KEYS_LOADED).set(keys.by_id.len() as f64);
+                metrics::counter!(telemetry::API_KEYS_RELOADS, "result" => "ok").increment(1);
+                drop(before);
+                self.current.store(Arc::new(keys));
+                *loaded = (bytes, None);
+            }
+            // A file caught half-written lands here and loads on a later tick.
+            Err(error) => {
+                if loaded.1.as_ref() != Some(&error) {
+                    metrics::counter!(telemetry::API_KEYS_RELOADS, "result" => "error")
+                        .increment(1);
+                    tracing::error!(
+                        error,
+                        "API keys reload failed; the previous keys stay in use"
+                    );
+                    loaded.1 = Some(error);
+                }
+            }
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
 fn hex32(s: &str) -> Option<[u8; 32]> {

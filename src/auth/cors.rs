@@ -11,6 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 pub use super::apikey::OriginPattern;
+use super::Authenticator;
 use crate::config::CorsConfig;
 use crate::error::ApiError;
 use crate::http::App;
@@ -26,17 +27,13 @@ pub struct Cors {
 }
 
 impl Cors {
-    pub fn new(
-        config: &CorsConfig,
-        key_origins: Vec<OriginPattern>,
-    ) -> Result<Cors, (String, String)> {
+    pub fn new(config: &CorsConfig) -> Result<Cors, (String, String)> {
         let field = |f: &str| format!("auth.cors.{f}");
-        let mut origins = config
+        let origins = config
             .allowed_origins
             .iter()
             .map(|o| OriginPattern::parse(o).map_err(|m| (field("allowed_origins"), m)))
             .collect::<Result<Vec<_>, _>>()?;
-        origins.extend(key_origins);
         let allow_headers =
             HeaderValue::from_str(&config.allowed_headers.join(", ")).map_err(|_| {
                 (
@@ -52,8 +49,10 @@ impl Cors {
         })
     }
 
-    fn allows(&self, origin: &str) -> bool {
-        self.origins.iter().any(|p| p.matches(origin))
+    /// `auth.cors.allowed_origins`, or an origin of a browser key in use now (the keys file
+    /// may have changed since start).
+    fn allows(&self, origin: &str, auth: &Authenticator) -> bool {
+        self.origins.iter().any(|p| p.matches(origin)) || auth.browser_origin_allowed(origin)
     }
 }
 
@@ -63,7 +62,7 @@ pub async fn cors(State(app): State<Arc<App>>, req: Request, next: Next) -> Resp
     let Some(origin) = req.headers().get(header::ORIGIN).cloned() else {
         return next.run(req).await;
     };
-    let allowed = origin.to_str().is_ok_and(|o| app.cors.allows(o));
+    let allowed = origin.to_str().is_ok_and(|o| app.cors.allows(o, &app.auth));
     let preflight = req.method() == Method::OPTIONS
         && req
             .headers()

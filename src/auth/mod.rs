@@ -228,7 +228,8 @@ pub struct Authenticator {
     mode: AuthMode,
     max_token_bytes: usize,
     jwt: Option<jwt::JwtVerifier>,
-    api_keys: apikey::ApiKeys,
+    api_keys: apikey::KeyStore,
+    api_keys_reload_interval: std::time::Duration,
     /// `auth.client_certs`: a certificate name and who it is.
     client_certs: ClientCerts,
 }
@@ -245,7 +246,8 @@ impl Authenticator {
             mode: config.effective_mode(),
             max_token_bytes: config.max_token_bytes.as_usize(),
             jwt,
-            api_keys: apikey::ApiKeys::from_config(config)?,
+            api_keys: apikey::KeyStore::from_config(config)?,
+            api_keys_reload_interval: config.api_keys_reload_interval.0,
             client_certs: client_certs(config)?,
         })
     }
@@ -255,14 +257,25 @@ impl Authenticator {
         Self::from_config(config).map(|_| ())
     }
 
-    /// Fetches every JWKS URL once (bounded by its timeout) and keeps them fresh in the
-    /// background for as long as the authenticator lives.
+    /// Fetches every JWKS URL once (bounded by its timeout) and keeps them, and the API keys
+    /// file, fresh in the background for as long as the authenticator lives.
     pub async fn start(self: &Arc<Self>) {
         if self.mode == AuthMode::Disabled {
             tracing::warn!(
                 "AUTHENTICATION IS DISABLED: anyone who reaches this port can write any event type. \
                  Configure auth.keys, auth.jwks_urls or auth.api_keys for anything but local use."
             );
+        }
+        if self.api_keys.has_file() {
+            let auth = Arc::downgrade(self);
+            let every = self.api_keys_reload_interval;
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let Some(auth) = auth.upgrade() else { break };
+                    auth.api_keys.reload();
+                }
+            });
         }
         if let Some(jwt) = &self.jwt {
             jwt.start(Arc::downgrade(self)).await;
@@ -343,9 +356,10 @@ impl Authenticator {
             .ok_or(AuthError::ClientCertNotAllowed)
     }
 
-    /// Origins the browser keys allow (CORS adds `auth.cors.allowed_origins`).
-    pub fn browser_origins(&self) -> Vec<cors::OriginPattern> {
-        self.api_keys.origins()
+    /// Whether some browser key in use allows `origin` (CORS adds
+    /// `auth.cors.allowed_origins`).
+    pub fn browser_origin_allowed(&self, origin: &str) -> bool {
+        self.api_keys.allows_origin(origin)
     }
 }
 

@@ -43,6 +43,11 @@ pub const SCHEMAS_LOADED: &str = "sluice_schemas_loaded";
 pub const AUTH_FAILURES: &str = "sluice_auth_failures_total";
 /// JWKS fetches, by `result` (`ok`, `error`).
 pub const JWKS_FETCHES: &str = "sluice_jwks_fetches_total";
+/// Reloads of `auth.api_keys_file` after it changed, by `result` (`ok`, `error`: the previous
+/// keys stay in use).
+pub const API_KEYS_RELOADS: &str = "sluice_api_keys_reloads_total";
+/// API keys in use (`auth.api_keys` and `auth.api_keys_file`), set when a keys file is used.
+pub const API_KEYS_LOADED: &str = "sluice_api_keys";
 /// Verification keys loaded from all JWKS URLs.
 pub const JWKS_KEYS: &str = "sluice_jwks_keys";
 /// Age of the oldest JWKS key cache (time since its last successful fetch).
@@ -177,6 +182,14 @@ fn describe() {
         "Requests refused by authentication or authorization, by reason code"
     );
     describe_counter!(JWKS_FETCHES, "JWKS fetches by result (ok, error)");
+    describe_counter!(
+        API_KEYS_RELOADS,
+        "auth.api_keys_file reloads after a change, by result (error: the previous keys stay in use)"
+    );
+    describe_gauge!(
+        API_KEYS_LOADED,
+        "API keys in use (auth.api_keys and auth.api_keys_file)"
+    );
     describe_gauge!(JWKS_KEYS, "Verification keys loaded from JWKS URLs");
     describe_gauge!(
         JWKS_AGE,

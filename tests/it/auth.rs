@@ -494,6 +494,117 @@ async fn api_keys_work_in_either_header_and_wrong_ones_are_refused() {
     assert!(!metrics.contains(secret), "the key must not reach /metrics");
 }
 
+/// An `auth.api_keys_file` with these entries, replaced whole by a rename as the kubelet
+/// swaps a Secret volume's files.
+fn write_keys_file(path: &std::path::Path, entries: &[&sluice::config::ApiKeyConfig]) {
+    let mut toml = String::new();
+    for e in entries {
+        let class = match e.class {
+            KeyClass::Server => "server",
+            KeyClass::Browser => "browser",
+        };
+        toml += &format!(
+            "[[api_keys]]\nid = {:?}\nhash = {:?}\ntenant = {:?}\nscopes = {:?}\nclass = {class:?}\norigins = {:?}\n\n",
+            e.id, e.hash, e.tenant, e.scopes, e.origins
+        );
+    }
+    replace_file(path, toml.as_bytes());
+}
+
+fn replace_file(path: &std::path::Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test]
+async fn api_keys_file_changes_apply_without_restart_and_a_bad_file_keeps_the_last_keys() {
+    let ws = Workspace::new();
+    let (old_key, old) = api_key_entry(KeyClass::Server, &["events:write:test.*"], &[]);
+    let (new_key, new) = api_key_entry(
+        KeyClass::Browser,
+        &["events:write:test.*"],
+        &["https://new.example"],
+    );
+    let path = ws.path().join("api-keys.toml");
+    write_keys_file(&path, &[&old]);
+    let mut c = ws.config();
+    c.auth.api_keys_file = Some(path.clone());
+    c.auth.api_keys_reload_interval = HumanDuration(Duration::from_millis(100));
+    let s = TestServer::start_ready(c).await;
+    let post = |key: &str| {
+        s.post()
+            .header("x-api-key", key)
+            .header("origin", "https://new.example")
+            .header("content-type", "application/cloudevents+json")
+            .body(event(ANY, json!({})).to_string())
+            .send()
+    };
+    let preflight = || {
+        s.client
+            .request(reqwest::Method::OPTIONS, format!("{}/v1/events", s.url))
+            .header("origin", "https://new.example")
+            .header("access-control-request-method", "POST")
+            .send()
+    };
+    assert_eq!(post(&old_key).await.unwrap().status(), 200);
+    let a = Answer::from(post(&new_key).await.unwrap()).await;
+    assert_eq!((a.status, a.code()), (401, "invalid_api_key"));
+    assert_eq!(preflight().await.unwrap().status(), 403);
+
+    // Rotation: the new key is added and the old one revoked, in one Secret update.
+    write_keys_file(&path, &[&new]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let a = Answer::from(post(&old_key).await.unwrap()).await;
+        if a.status == 401 {
+            assert_eq!(a.code(), "invalid_api_key");
+            break;
+        }
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the revoked key still works"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let resp = post(&new_key).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["access-control-allow-origin"],
+        "https://new.example"
+    );
+    // The new browser key's origin is allowed in preflights too.
+    assert_eq!(preflight().await.unwrap().status(), 204);
+
+    // A file that does not load (a typo, a half-written copy), then none at all: the last
+    // keys that loaded stay in use, and each failure is counted.
+    replace_file(&path, b"[[api_keys]]\nid = \"nope\"\n");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(post(&new_key).await.unwrap().status(), 200);
+    assert_eq!(post(&old_key).await.unwrap().status(), 401);
+    std::fs::remove_file(&path).unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(post(&new_key).await.unwrap().status(), 200);
+
+    let m = s.metrics().await;
+    let value = |line_start: &str| -> f64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(line_start))
+            .unwrap_or_else(|| panic!("no {line_start} in\n{m}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("sluice_api_keys_reloads_total{result=\"ok\"}"), 1.0);
+    // Once per distinct failure, not once per tick.
+    assert_eq!(
+        value("sluice_api_keys_reloads_total{result=\"error\"}"),
+        2.0
+    );
+    assert_eq!(value("sluice_api_keys "), 1.0);
+}
+
 #[tokio::test]
 async fn browser_keys_cors_preflight_and_origin_checks() {
     let ws = Workspace::new();
