@@ -1,8 +1,8 @@
 //! TLS on the listeners, with rustls: the certificate and key come from PEM files that are
 //! re-read every `tls.reload_interval` (a renewed certificate, a rotated Kubernetes Secret)
 //! without a restart; client certificates (mTLS) are verified against `tls.client_ca_file`
-//! and their names handed to authentication ([`ClientIdentity`]). ALPN offers `h2` and
-//! `http/1.1`.
+//! (and, when set, the revocation lists of `tls.client_crl_file`) and their names handed to
+//! authentication ([`ClientIdentity`]). ALPN offers `h2` and `http/1.1`.
 //!
 //! Handshakes run in their own tasks, each bounded by `tls.handshake_timeout`, so a client
 //! that connects and says nothing holds neither the accept loop nor a connection slot for
@@ -20,7 +20,7 @@ use arc_swap::ArcSwap;
 use axum::extract::connect_info::Connected;
 use axum::serve::IncomingStream;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -63,6 +63,7 @@ struct Files {
     cert: Vec<u8>,
     key: Vec<u8>,
     client_ca: Option<Vec<u8>>,
+    client_crl: Option<Vec<u8>>,
 }
 
 impl Files {
@@ -81,6 +82,10 @@ impl Files {
             )?,
             client_ca: match &s.client_ca_file {
                 Some(p) => Some(read(p, "client_ca_file")?),
+                None => None,
+            },
+            client_crl: match &s.client_crl_file {
+                Some(p) => Some(read(p, "client_crl_file")?),
                 None => None,
             },
         })
@@ -183,7 +188,29 @@ fn build(s: &TlsConfig, files: &Files) -> anyhow::Result<ServerConfig> {
                 !roots.is_empty(),
                 "tls.client_ca_file: no CERTIFICATE block in the file"
             );
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let mut verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            if let Some(pem) = &files.client_crl {
+                let crls = CertificateRevocationListDer::pem_slice_iter(pem)
+                    .collect::<Result<Vec<_>, _>>()
+                    .context("tls.client_crl_file: not a PEM revocation list")?;
+                anyhow::ensure!(
+                    !crls.is_empty(),
+                    "tls.client_crl_file: no X509 CRL block in the file"
+                );
+                let next_update = crls
+                    .iter()
+                    .map(crl_next_update)
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                // The CRL that must be replaced first; unset when none names a next update.
+                if let Some(t) = next_update.into_iter().flatten().min() {
+                    metrics::gauge!(telemetry::TLS_CLIENT_CRL_NEXT_UPDATE).set(t as f64);
+                }
+                // As OpenSSL (and so nginx) does: every certificate of the chain below the
+                // trust anchor must be covered by a CRL, and a CRL past its nextUpdate fails
+                // the handshake rather than vouching for certificates revoked since.
+                verifier = verifier.with_crls(crls).enforce_revocation_expiration();
+            }
             let verifier = match s.client_auth {
                 ClientAuth::Optional => verifier.allow_unauthenticated(),
                 ClientAuth::Required => verifier,
@@ -205,9 +232,31 @@ fn build(s: &TlsConfig, files: &Files) -> anyhow::Result<ServerConfig> {
     Ok(config)
 }
 
+/// A CRL's `nextUpdate` (Unix time), checking that it parses.
+fn crl_next_update(crl: &CertificateRevocationListDer<'_>) -> anyhow::Result<Option<i64>> {
+    let (_, x) = x509_parser::parse_x509_crl(crl.as_ref())
+        .map_err(|e| anyhow::anyhow!("tls.client_crl_file: not a revocation list: {e}"))?;
+    Ok(x.next_update().map(|t| t.timestamp()))
+}
+
 fn cert_not_after(cert: &CertificateDer<'_>) -> Option<i64> {
     let (_, x) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
     Some(x.validity().not_after.timestamp())
+}
+
+/// `revoked` for a client certificate on a CRL, `revocation_unknown` for one no (current)
+/// CRL vouches for, `error` for everything else.
+fn failure_reason(e: &io::Error) -> &'static str {
+    use rustls::CertificateError as C;
+    match e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(C::Revoked)) => "revoked",
+        Some(rustls::Error::InvalidCertificate(
+            C::UnknownRevocationStatus
+            | C::ExpiredRevocationList
+            | C::ExpiredRevocationListContext { .. },
+        )) => "revocation_unknown",
+        _ => "error",
+    }
 }
 
 /// The names a verified client certificate carries.
@@ -286,9 +335,14 @@ async fn accept_loop(
             let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
-                    metrics::counter!(telemetry::TLS_HANDSHAKE_FAILURES, "reason" => "error")
+                    let reason = failure_reason(&e);
+                    metrics::counter!(telemetry::TLS_HANDSHAKE_FAILURES, "reason" => reason)
                         .increment(1);
-                    tracing::debug!(%addr, error = %e, "TLS handshake failed");
+                    if reason == "error" {
+                        tracing::debug!(%addr, error = %e, "TLS handshake failed");
+                    } else {
+                        tracing::warn!(%addr, error = %e, "TLS client certificate refused");
+                    }
                     return;
                 }
                 Err(_) => {

@@ -86,6 +86,8 @@ pub const SPOOL_QUARANTINED: &str = "sluice_spool_quarantined_total";
 pub const TLS_RELOADS: &str = "sluice_tls_reloads_total";
 /// TLS handshakes that failed, by `reason` (`timeout`, `error`, `busy`).
 pub const TLS_HANDSHAKE_FAILURES: &str = "sluice_tls_handshake_failures_total";
+/// The earliest `nextUpdate` of the client CRLs (`tls.client_crl_file`), as a Unix timestamp.
+pub const TLS_CLIENT_CRL_NEXT_UPDATE: &str = "sluice_tls_client_crl_next_update_timestamp_seconds";
 /// Expiry (notAfter) of the served certificate, as a Unix timestamp.
 pub const TLS_CERT_NOT_AFTER: &str = "sluice_tls_cert_not_after_timestamp_seconds";
 
@@ -156,6 +158,10 @@ fn describe() {
     describe_gauge!(
         TLS_CERT_NOT_AFTER,
         "Expiry (notAfter) of the served TLS certificate, Unix time"
+    );
+    describe_gauge!(
+        TLS_CLIENT_CRL_NEXT_UPDATE,
+        "Earliest nextUpdate of the client certificate revocation lists, Unix time"
     );
     describe_gauge!(INFLIGHT_EVENTS, "Events decoded and not yet answered");
     describe_gauge!(READY, "1 when /readyz answers 200");

@@ -587,6 +587,8 @@ async fn api_keys_file_changes_apply_without_restart_and_a_bad_file_keeps_the_la
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(post(&new_key).await.unwrap().status(), 200);
 
+    // Exact counts: the metrics registry is the process's, and no other test here uses a
+    // keys file.
     let m = s.metrics().await;
     let value = |line_start: &str| -> f64 {
         m.lines()

@@ -6,7 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, IsCa, Issuer,
+    KeyPair, RevocationReason, RevokedCertParams, SerialNumber,
+};
 use serde_json::{json, Value};
 use sluice::config::{ClientAuth, ClientCertConfig, HumanDuration, KeyClass};
 use tokio::io::AsyncReadExt;
@@ -155,9 +158,10 @@ async fn tls_serves_http1_and_http2_and_swaps_a_renewed_certificate_without_rest
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(post(&new, &s, &[]).await.0, 200);
+    // At least one: the metrics registry is the process's, shared with the other TLS tests.
     let m = s.metrics().await;
     assert!(
-        m.contains(r#"sluice_tls_reloads_total{result="ok"} 1"#),
+        m.contains(r#"sluice_tls_reloads_total{result="ok"} "#),
         "{m}"
     );
     assert!(
@@ -264,6 +268,148 @@ async fn client_certificates_are_identities_and_required_mode_refuses_clients_wi
     assert_eq!(status, 200);
 }
 
+impl Ca {
+    /// A client certificate for `dns` with this serial number.
+    fn client_leaf(&self, dns: &str, serial: u64) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec![dns.to_string()]).unwrap();
+        p.serial_number = Some(SerialNumber::from(serial));
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// A CRL revoking `serials`, valid from `this_update` until `next_update` (y, m, d).
+    fn crl(
+        &self,
+        number: u64,
+        serials: &[u64],
+        this_update: (i32, u8, u8),
+        next_update: (i32, u8, u8),
+    ) -> String {
+        let day = |(y, m, d): (i32, u8, u8)| rcgen::date_time_ymd(y, m, d);
+        CertificateRevocationListParams {
+            this_update: day(this_update),
+            next_update: day(next_update),
+            crl_number: SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| RevokedCertParams {
+                    serial_number: SerialNumber::from(*s),
+                    revocation_time: day(this_update),
+                    reason_code: Some(RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.issuer)
+        .unwrap()
+        .pem()
+        .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn client_certificates_on_the_crl_are_refused_and_a_new_crl_applies_without_restart() {
+    let ws = Workspace::new();
+    ws.schema(ANY, 1, json!({}));
+    let server_ca = Ca::new("server ca");
+    let client_ca = Ca::new("client ca");
+    let files = write_pair(ws.path(), &server_ca.leaf(&["localhost"]));
+    let ca_file = ws.path().join("clients.pem");
+    std::fs::write(&ca_file, &client_ca.pem).unwrap();
+    let crl_file = ws.path().join("clients.crl");
+    let valid = ((2026, 1, 1), (2036, 1, 1));
+    std::fs::write(&crl_file, client_ca.crl(1, &[], valid.0, valid.1)).unwrap();
+
+    let mut c = ws.config();
+    c.tls.cert_file = Some(files.cert);
+    c.tls.key_file = Some(files.key);
+    c.tls.client_ca_file = Some(ca_file);
+    c.tls.client_crl_file = Some(crl_file.clone());
+    c.tls.reload_interval = HumanDuration(Duration::from_millis(100));
+    c.auth.client_certs = ["a.acme.internal", "b.acme.internal"]
+        .map(|subject| ClientCertConfig {
+            subject: subject.into(),
+            tenant: "acme".into(),
+            scopes: vec![format!("events:write:{ANY}")],
+        })
+        .to_vec();
+    let s = TestServer::start_ready(c).await;
+    let a = client_ca.client_leaf("a.acme.internal", 1001);
+    let b = client_ca.client_leaf("b.acme.internal", 1002);
+    // A new client (so a new handshake) per attempt: revocation is checked at the handshake.
+    let attempt = |id: &(String, String)| {
+        let c = client(&server_ca, Some(id));
+        let url = format!("{}/v1/events", https(&s));
+        async move {
+            c.post(url)
+                .json(&json!({"type": ANY, "data": {}}))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    };
+    assert_eq!(attempt(&a).await.unwrap(), 200);
+    assert_eq!(attempt(&b).await.unwrap(), 200);
+
+    // The CA publishes a CRL revoking a's certificate: refused from the next reload on.
+    std::fs::write(&crl_file, client_ca.crl(2, &[1001], valid.0, valid.1)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while attempt(&a).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the revoked certificate still works"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(attempt(&b).await.unwrap(), 200);
+    let m = s.metrics().await;
+    assert!(
+        m.contains(r#"sluice_tls_handshake_failures_total{reason="revoked"}"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!(
+            "sluice_tls_client_crl_next_update_timestamp_seconds {}",
+            rcgen::date_time_ymd(2036, 1, 1).unix_timestamp()
+        )),
+        "{m}"
+    );
+
+    // A CRL past its nextUpdate vouches for nobody: b is refused too, with its own reason.
+    std::fs::write(
+        &crl_file,
+        client_ca.crl(3, &[1001], (2020, 1, 1), (2021, 1, 1)),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while attempt(&b).await.is_ok() {
+        assert!(Instant::now() < deadline, "an expired CRL is still trusted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(s
+        .metrics()
+        .await
+        .contains(r#"sluice_tls_handshake_failures_total{reason="revocation_unknown"}"#));
+
+    // A file that is not a CRL is refused on reload; the last good one stays in use.
+    std::fs::write(&crl_file, client_ca.crl(4, &[1001], valid.0, valid.1)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while attempt(&b).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the renewed CRL was not picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::write(&crl_file, "not a crl").unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(attempt(&b).await.unwrap(), 200);
+    assert!(attempt(&a).await.is_err());
+}
+
 #[tokio::test]
 async fn a_connection_that_never_finishes_its_handshake_is_closed_after_the_timeout() {
     let ws = Workspace::new();
@@ -319,4 +465,11 @@ fn config_refuses_half_a_tls_setup_and_unreadable_files() {
     }];
     let e = c.validate().unwrap_err().to_string();
     assert!(e.contains("tls.client_ca_file"), "{e}");
+    c.auth.client_certs.clear();
+    c.tls.client_crl_file = Some(ws.path().join("clients.crl"));
+    let e = c.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("tls.client_crl_file") && e.contains("tls.client_ca_file"),
+        "{e}"
+    );
 }
