@@ -90,6 +90,10 @@ pub struct ServerConfig {
     /// A client that has not finished sending its body by then gets 408: slow bodies must not
     /// hold memory and connections forever.
     pub body_timeout: HumanDuration,
+    /// A connection older than this (±10 %) is closed gracefully (HTTP/2 GOAWAY, HTTP/1.1
+    /// after the request in progress), so clients reconnect through the load balancer and
+    /// spread over new replicas; `0s`: no limit. One still busy `shutdown_grace` later is cut.
+    pub max_connection_age: HumanDuration,
 }
 
 impl Default for ServerConfig {
@@ -100,6 +104,7 @@ impl Default for ServerConfig {
             shutdown_grace: HumanDuration::from_secs(30),
             drain_delay: HumanDuration::from_secs(5),
             body_timeout: HumanDuration::from_secs(30),
+            max_connection_age: HumanDuration::from_secs(0),
         }
     }
 }

@@ -294,30 +294,38 @@ pub async fn run(
         });
     }
 
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
+    let limits = http::serve::ConnectionLimits {
+        max_age: Some(app.config.server.max_connection_age.0).filter(|d| !d.is_zero()),
+        close_grace: grace,
     };
-    let main = axum::serve(
+    let main = http::serve::serve(
         tls::Listener::new(listener, tls.clone())?,
-        http::router(app.clone(), admin.is_none())
-            .into_make_service_with_connect_info::<tls::Peer>(),
-    )
-    .with_graceful_shutdown(stopped(stop.clone()));
-    let main = async move { main.await };
+        http::router(app.clone(), admin.is_none()),
+        stop.clone(),
+        limits,
+    );
+    let main = async move {
+        main.await;
+        anyhow::Ok(())
+    };
     let admin_tls = tls.filter(|_| app.config.tls.admin);
     let admin_server = async {
-        match admin {
-            Some(l) => {
-                axum::serve(
-                    tls::Listener::new(l, admin_tls)?,
-                    http::admin_router(app.clone())
-                        .into_make_service_with_connect_info::<tls::Peer>(),
-                )
-                .with_graceful_shutdown(stopped(stop.clone()))
-                .await
-            }
-            None => Ok(()),
+        if let Some(l) = admin {
+            // Probes and scrapes: no lifetime limit needed.
+            let limits = http::serve::ConnectionLimits {
+                max_age: None,
+                ..limits
+            };
+            let router = http::admin_router(app.clone());
+            http::serve::serve(
+                tls::Listener::new(l, admin_tls)?,
+                router,
+                stop.clone(),
+                limits,
+            )
+            .await;
         }
+        anyhow::Ok(())
     };
     let servers = async { tokio::try_join!(main, admin_server) };
     let grace_expired = async {

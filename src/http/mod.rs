@@ -4,6 +4,7 @@
 mod health;
 mod ingest;
 mod registry;
+pub mod serve;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

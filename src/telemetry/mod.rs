@@ -82,6 +82,11 @@ pub const SPOOL_REFUSED: &str = "sluice_spool_refused_total";
 pub const SPOOL_DAMAGE: &str = "sluice_spool_damage_total";
 /// Spooled records the sink refused for good, moved to `<spool.dir>/rejected.log`.
 pub const SPOOL_QUARANTINED: &str = "sluice_spool_quarantined_total";
+/// Open client connections (all listeners).
+pub const HTTP_CONNECTIONS: &str = "sluice_http_connections";
+/// Connections closed for `server.max_connection_age`, by `how` (`graceful`: they finished
+/// what they had in flight; `cut`: still busy after `server.shutdown_grace`).
+pub const HTTP_CONNECTIONS_AGED: &str = "sluice_http_connections_aged_total";
 /// Certificate reloads, by `result` (`ok`, `error`: the old certificate stays in use).
 pub const TLS_RELOADS: &str = "sluice_tls_reloads_total";
 /// TLS handshakes that failed, by `reason` (`timeout`, `error`, `busy`).
@@ -147,6 +152,11 @@ fn describe() {
         "Time from handing a batch to the sink until every record is acknowledged"
     );
     describe_counter!(PRODUCER_RESTARTS, "Producers replaced after a fatal error");
+    describe_gauge!(HTTP_CONNECTIONS, "Open client connections");
+    describe_counter!(
+        HTTP_CONNECTIONS_AGED,
+        "Connections closed for server.max_connection_age, by how (graceful, cut)"
+    );
     describe_counter!(
         TLS_RELOADS,
         "TLS certificate reloads, by result (error: the previous certificate stays in use)"

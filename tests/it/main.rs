@@ -3,6 +3,7 @@
 
 mod auth;
 mod conformance;
+mod connections;
 mod faults;
 mod helm;
 mod ingest;

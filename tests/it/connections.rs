@@ -1,0 +1,140 @@
+//! Connection lifetime (`server.max_connection_age`) over real sockets: an HTTP/1.1 keep-alive
+//! connection is closed once it is old, between requests; HTTP/2 clients get a GOAWAY, finish
+//! their streams and reconnect, without a single request failing.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sluice::config::HumanDuration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::{TestServer, Workspace, ANY};
+
+/// One `GET /healthz` on an open HTTP/1.1 connection: its status and whether the server said
+/// it will close; `None` when the connection was closed instead.
+async fn healthz(conn: &mut tokio::net::TcpStream) -> Option<(u16, bool)> {
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nhost: sluice\r\n\r\n")
+        .await
+        .ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = conn.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+        let Some(end) = text.find("\r\n\r\n") else {
+            continue;
+        };
+        let head = &text[..end];
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0);
+        if buf.len() < end + 4 + len {
+            continue;
+        }
+        let status = head[9..12].parse().unwrap();
+        return Some((status, head.contains("connection: close")));
+    }
+}
+
+#[tokio::test]
+async fn an_old_http1_connection_is_closed_between_requests() {
+    let ws = Workspace::new();
+    let mut c = ws.config();
+    c.server.max_connection_age = HumanDuration(Duration::from_millis(500));
+    let s = TestServer::start_ready(c).await;
+
+    let mut conn = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let opened = Instant::now();
+    let mut answered = 0;
+    let closed_after = loop {
+        match healthz(&mut conn).await {
+            Some((status, closing)) => {
+                assert_eq!(status, 200);
+                answered += 1;
+                if closing {
+                    // Said so on the last answer: the next read sees the close.
+                    assert!(healthz(&mut conn).await.is_none());
+                    break opened.elapsed();
+                }
+            }
+            None => break opened.elapsed(),
+        }
+        assert!(opened.elapsed() < Duration::from_secs(5), "never closed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // 500 ms ±10 %, plus scheduling.
+    assert!(
+        closed_after >= Duration::from_millis(440),
+        "{closed_after:?}"
+    );
+    assert!(closed_after < Duration::from_secs(3), "{closed_after:?}");
+    assert!(answered > 5, "{answered}");
+
+    // A new connection is served as usual.
+    let mut again = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    assert_eq!(healthz(&mut again).await.map(|a| a.0), Some(200));
+}
+
+#[tokio::test]
+async fn http2_clients_reconnect_after_goaway_without_a_failed_request() {
+    let ws = Workspace::new();
+    ws.schema(ANY, 1, json!({}));
+    let mut c = ws.config();
+    c.server.max_connection_age = HumanDuration(Duration::from_millis(300));
+    let s = TestServer::start_ready(c).await;
+    // HTTP/2 over plain TCP (prior knowledge), one connection shared by every task.
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut tasks = Vec::new();
+    for t in 0..4 {
+        let client = client.clone();
+        let url = format!("{}/v1/events", s.url);
+        tasks.push(tokio::spawn(async move {
+            let mut sent = 0u32;
+            while Instant::now() < until {
+                let resp = client
+                    .post(&url)
+                    .header("content-type", "application/cloudevents+json")
+                    .body(json!({"type": ANY, "data": {"t": t, "n": sent}}).to_string())
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("request {sent} of task {t} failed: {e:?}"));
+                assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+                assert_eq!(resp.status(), 200);
+                sent += 1;
+            }
+            sent
+        }));
+    }
+    let mut sent = 0;
+    for t in tasks {
+        sent += t.await.unwrap();
+    }
+    assert!(sent > 20, "{sent}");
+    let stored = std::fs::read_to_string(ws.data().join(format!("events.{ANY}.ndjson"))).unwrap();
+    assert_eq!(stored.lines().count(), sent as usize);
+
+    // About 2 s / 300 ms connections were retired, each after finishing its streams.
+    let m = s.metrics().await;
+    let graceful: f64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"sluice_http_connections_aged_total{how="graceful"} "#))
+        .unwrap_or_else(|| panic!("no aged connections in\n{m}"))
+        .parse()
+        .unwrap();
+    assert!(graceful >= 3.0, "{graceful}");
+    assert!(
+        !m.contains(r#"sluice_http_connections_aged_total{how="cut"}"#),
+        "{m}"
+    );
+}
