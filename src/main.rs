@@ -159,9 +159,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .layer(axum::extract::DefaultBodyLimit::max(64 << 20));
             let listener = tokio::net::TcpListener::bind(listen).await?;
             eprintln!("sluice ceiling: answering 200 on {listen}/v1/events (benchmarks only)");
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown_signal())
-                .await?;
+            // Sluice's own accept loop, so that the ceiling differs from `serve` by the work only.
+            let (stop_tx, stop) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                let _ = stop_tx.send(true);
+            });
+            let limits = sluice::http::serve::ConnectionLimits {
+                max_age: None,
+                close_grace: std::time::Duration::ZERO,
+            };
+            sluice::http::serve::serve(
+                sluice::tls::Listener::new(listener, None)?,
+                app,
+                stop,
+                limits,
+            )
+            .await;
             Ok(())
         }
         Command::Keys {
