@@ -19,7 +19,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::sync::watch;
-use tokio::time::Instant;
 use tower::ServiceExt;
 
 use crate::telemetry;
@@ -93,52 +92,52 @@ async fn connection<S>(
     let builder = Builder::new(TokioExecutor::new());
     let mut conn =
         pin!(builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service)));
-    let started = Instant::now();
     let aged = async move {
         match max_age {
-            Some(age) => tokio::time::sleep_until(started + age).await,
+            Some(age) => tokio::time::sleep(age).await,
             None => std::future::pending().await,
         }
     };
-    let mut aged = pin!(aged);
-    let mut told = false;
-    // Set once the connection was told to close for its age.
-    let mut cut_at: Option<Instant> = None;
-    loop {
-        let cut = async {
-            match cut_at {
-                Some(t) => tokio::time::sleep_until(t).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            res = conn.as_mut() => {
-                if let Err(e) = res {
-                    tracing::trace!(error = %e, "connection ended with an error");
-                }
-                if cut_at.is_some() {
+    let ended = |res: Result<(), Box<dyn std::error::Error + Send + Sync>>| {
+        if let Err(e) = res {
+            tracing::trace!(error = %e, "connection ended with an error");
+        }
+    };
+    let mut closing_later = closing.clone();
+    tokio::select! {
+        biased;
+        res = conn.as_mut() => ended(res),
+        () = closed(&mut closing) => {
+            // Shutdown: `run` bounds the whole drain by server.shutdown_grace.
+            conn.as_mut().graceful_shutdown();
+            ended(conn.await);
+        }
+        () = aged => {
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                res = conn.as_mut() => {
+                    ended(res);
                     metrics::counter!(telemetry::HTTP_CONNECTIONS_AGED, "how" => "graceful")
                         .increment(1);
                 }
-                break;
-            }
-            _ = closing.wait_for(|c| *c), if !told => {
-                told = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            _ = &mut aged, if !told => {
-                told = true;
-                cut_at = Some(Instant::now() + close_grace);
-                conn.as_mut().graceful_shutdown();
-            }
-            _ = cut => {
-                metrics::counter!(telemetry::HTTP_CONNECTIONS_AGED, "how" => "cut").increment(1);
-                tracing::warn!(?close_grace, "connection past server.max_connection_age still busy; closed");
-                break;
+                // Shutdown meanwhile: finish as any connection does then.
+                () = closed(&mut closing_later) => ended(conn.await),
+                () = tokio::time::sleep(close_grace) => {
+                    metrics::counter!(telemetry::HTTP_CONNECTIONS_AGED, "how" => "cut").increment(1);
+                    tracing::warn!(
+                        ?close_grace,
+                        "connection past server.max_connection_age still busy; closed"
+                    );
+                }
             }
         }
     }
     metrics::gauge!(telemetry::HTTP_CONNECTIONS).decrement(1.0);
+}
+
+/// Resolves once `closing` turns true (or its sender is gone).
+async fn closed(closing: &mut watch::Receiver<bool>) {
+    let _ = closing.wait_for(|c| *c).await;
 }
 
 /// `age` ±10 %.
