@@ -2,7 +2,12 @@
 //! many at once (every append is fsynced before it returns; concurrent appends share fsyncs).
 //! A throughput program, not criterion: what matters is appends/s under concurrency.
 //!
-//!     cargo bench --bench spool [-- <dir>]     (default: a temporary folder under /tmp)
+//!     cargo bench --bench spool [-- --dir <folder>]     (default: the system's temporary folder)
+//!
+//! The spool goes in a new folder made inside `<folder>` for this run and removed after it;
+//! nothing else there is touched. (It once took its first argument as the spool folder itself
+//! and removed it: `scripts/test helm`, which hands `helm` to every test binary, deleted the
+//! chart.)
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -72,19 +77,35 @@ async fn run(dir: &std::path::Path, appenders: usize, batch: usize, duration: Du
 
 #[tokio::main]
 async fn main() {
-    // `cargo bench` passes `--bench`; a folder may follow `--`.
-    let dir = std::env::args()
-        .skip(1)
-        .find(|a| !a.starts_with("--"))
+    let args: Vec<String> = std::env::args().collect();
+    let base = args
+        .iter()
+        .position(|a| a == "--dir")
+        .and_then(|i| args.get(i + 1))
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join("sluice-spool-bench"));
-    // `cargo test --all-targets` runs this too, without `--bench`: one short pass as a check.
-    if !std::env::args().any(|a| a == "--bench") {
-        run(&dir, 4, 10, Duration::from_millis(200)).await;
+        .unwrap_or_else(std::env::temp_dir);
+    let root = tempfile::Builder::new()
+        .prefix("sluice-spool-bench-")
+        .tempdir_in(&base)
+        .expect("a folder for the spool");
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this too, without it
+    // (and with any test-name filter as an argument): one short pass as a check.
+    if !args.iter().any(|a| a == "--bench") {
+        run(
+            &root.path().join("check"),
+            4,
+            10,
+            Duration::from_millis(200),
+        )
+        .await;
         return;
     }
-    println!("spool group commit in {} (record ~300 B)", dir.display());
+    println!(
+        "spool group commit in {} (record ~300 B)",
+        root.path().display()
+    );
     for (appenders, batch) in [(1, 1), (1, 10), (8, 10), (32, 10), (128, 10), (32, 100)] {
+        let dir = root.path().join(format!("{appenders}x{batch}"));
         run(&dir, appenders, batch, Duration::from_secs(3)).await;
     }
 }
