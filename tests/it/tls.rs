@@ -351,19 +351,24 @@ async fn client_certificates_on_the_crl_are_refused_and_a_new_crl_applies_withou
                 .map(|r| r.status().as_u16())
         }
     };
+    // Polls until `id` connects (`ok`) or is refused, within 10 s.
+    let until = |id: &(String, String), ok: bool, what: &str| {
+        let (id, what) = (id.clone(), what.to_string());
+        let attempt = &attempt;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while attempt(&id).await.is_ok() != ok {
+                assert!(Instant::now() < deadline, "{what}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
     assert_eq!(attempt(&a).await.unwrap(), 200);
     assert_eq!(attempt(&b).await.unwrap(), 200);
 
     // The CA publishes a CRL revoking a's certificate: refused from the next reload on.
     std::fs::write(&crl_file, client_ca.crl(2, &[1001], valid.0, valid.1)).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while attempt(&a).await.is_ok() {
-        assert!(
-            Instant::now() < deadline,
-            "the revoked certificate still works"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until(&a, false, "the revoked certificate still works").await;
     assert_eq!(attempt(&b).await.unwrap(), 200);
     let m = s.metrics().await;
     assert!(
@@ -384,11 +389,7 @@ async fn client_certificates_on_the_crl_are_refused_and_a_new_crl_applies_withou
         client_ca.crl(3, &[1001], (2020, 1, 1), (2021, 1, 1)),
     )
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while attempt(&b).await.is_ok() {
-        assert!(Instant::now() < deadline, "an expired CRL is still trusted");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until(&b, false, "an expired CRL is still trusted").await;
     assert!(s
         .metrics()
         .await
@@ -396,14 +397,7 @@ async fn client_certificates_on_the_crl_are_refused_and_a_new_crl_applies_withou
 
     // A file that is not a CRL is refused on reload; the last good one stays in use.
     std::fs::write(&crl_file, client_ca.crl(4, &[1001], valid.0, valid.1)).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while attempt(&b).await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the renewed CRL was not picked up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until(&b, true, "the renewed CRL was not picked up").await;
     std::fs::write(&crl_file, "not a crl").unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(attempt(&b).await.unwrap(), 200);
