@@ -184,21 +184,27 @@ async fn tls_serves_http1_and_http2_and_swaps_a_renewed_certificate_without_rest
     assert_eq!(post(&fresh, &s, &[]).await.0, 200);
 }
 
-#[tokio::test]
-async fn client_certificates_are_identities_and_required_mode_refuses_clients_without_one() {
+/// A workspace with a schema for ANY, and a config serving TLS (a certificate from the first
+/// CA) that asks for client certificates from the second.
+fn mtls_config() -> (Workspace, Ca, Ca, sluice::config::Config) {
     let ws = Workspace::new();
     ws.schema(ANY, 1, json!({}));
     let server_ca = Ca::new("server ca");
     let client_ca = Ca::new("client ca");
-    let stranger_ca = Ca::new("stranger ca");
     let files = write_pair(ws.path(), &server_ca.leaf(&["localhost"]));
     let ca_file = ws.path().join("clients.pem");
     std::fs::write(&ca_file, &client_ca.pem).unwrap();
-
     let mut c = ws.config();
     c.tls.cert_file = Some(files.cert);
     c.tls.key_file = Some(files.key);
     c.tls.client_ca_file = Some(ca_file);
+    (ws, server_ca, client_ca, c)
+}
+
+#[tokio::test]
+async fn client_certificates_are_identities_and_required_mode_refuses_clients_without_one() {
+    let (ws, server_ca, client_ca, mut c) = mtls_config();
+    let stranger_ca = Ca::new("stranger ca");
     c.routes.default_topic = "in.{tenant}".into();
     c.auth.client_certs = vec![ClientCertConfig {
         subject: "spiffe://acme/ns/shop/sa/checkout".into(),
@@ -312,21 +318,10 @@ impl Ca {
 
 #[tokio::test]
 async fn client_certificates_on_the_crl_are_refused_and_a_new_crl_applies_without_restart() {
-    let ws = Workspace::new();
-    ws.schema(ANY, 1, json!({}));
-    let server_ca = Ca::new("server ca");
-    let client_ca = Ca::new("client ca");
-    let files = write_pair(ws.path(), &server_ca.leaf(&["localhost"]));
-    let ca_file = ws.path().join("clients.pem");
-    std::fs::write(&ca_file, &client_ca.pem).unwrap();
+    let (ws, server_ca, client_ca, mut c) = mtls_config();
     let crl_file = ws.path().join("clients.crl");
     let valid = ((2026, 1, 1), (2036, 1, 1));
     std::fs::write(&crl_file, client_ca.crl(1, &[], valid.0, valid.1)).unwrap();
-
-    let mut c = ws.config();
-    c.tls.cert_file = Some(files.cert);
-    c.tls.key_file = Some(files.key);
-    c.tls.client_ca_file = Some(ca_file);
     c.tls.client_crl_file = Some(crl_file.clone());
     c.tls.reload_interval = HumanDuration(Duration::from_millis(100));
     c.auth.client_certs = ["a.acme.internal", "b.acme.internal"]
