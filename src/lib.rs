@@ -42,6 +42,23 @@ use crate::http::App;
 use crate::pipeline::{Pipeline, Router};
 use crate::registry::{DirStore, SchemaStore, StoreSource, ValidatorCache};
 
+/// Runs `tick(owner)` every `every` for as long as `owner` is alive elsewhere (the task holds
+/// only a weak reference, so it never keeps its owner alive).
+pub(crate) fn every<T: Send + Sync + 'static>(
+    owner: &Arc<T>,
+    every: Duration,
+    tick: impl Fn(&T) + Send + 'static,
+) {
+    let owner = Arc::downgrade(owner);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(owner) = owner.upgrade() else { break };
+            tick(&owner);
+        }
+    });
+}
+
 /// Builds the application: loads and compiles schemas, connects the sink.
 pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
     let metrics = telemetry::prometheus();

@@ -12,7 +12,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use anyhow::Context as _;
@@ -109,15 +109,7 @@ impl Tls {
 
     /// Re-reads the files every `reload_interval` for as long as `self` lives elsewhere.
     pub fn spawn_reloader(self: &Arc<Self>) {
-        let tls: Weak<Tls> = Arc::downgrade(self);
-        let every = self.settings.reload_interval.0;
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                let Some(tls) = tls.upgrade() else { break };
-                tls.reload();
-            }
-        });
+        crate::every(self, self.settings.reload_interval.0, Tls::reload);
     }
 
     /// Swaps in the files' current contents when they changed and make a working

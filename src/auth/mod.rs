@@ -267,14 +267,8 @@ impl Authenticator {
             );
         }
         if self.api_keys.has_file() {
-            let auth = Arc::downgrade(self);
-            let every = self.api_keys_reload_interval;
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(every).await;
-                    let Some(auth) = auth.upgrade() else { break };
-                    auth.api_keys.reload();
-                }
+            crate::every(self, self.api_keys_reload_interval, |a: &Authenticator| {
+                a.api_keys.reload()
             });
         }
         if let Some(jwt) = &self.jwt {
