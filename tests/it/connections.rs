@@ -1,6 +1,7 @@
 //! Connection lifetime (`server.max_connection_age`) over real sockets: an HTTP/1.1 keep-alive
 //! connection is closed once it is old, between requests; HTTP/2 clients get a GOAWAY, finish
-//! their streams and reconnect, without a single request failing.
+//! their streams and reconnect, without a single request failing; a connection still busy
+//! `server.shutdown_grace` after it was told to close is cut, with no answer.
 
 use std::time::{Duration, Instant};
 
@@ -133,8 +134,51 @@ async fn http2_clients_reconnect_after_goaway_without_a_failed_request() {
         .parse()
         .unwrap();
     assert!(graceful >= 3.0, "{graceful}");
-    assert!(
-        !m.contains(r#"sluice_http_connections_aged_total{how="cut"}"#),
-        "{m}"
+}
+
+#[tokio::test]
+async fn an_old_connection_still_busy_after_the_grace_is_cut_without_an_answer() {
+    let ws = Workspace::new();
+    ws.schema(ANY, 1, json!({}));
+    let mut c = ws.config();
+    c.server.max_connection_age = HumanDuration(Duration::from_millis(200));
+    c.server.drain_delay = HumanDuration(Duration::ZERO);
+    c.server.shutdown_grace = HumanDuration(Duration::from_millis(500));
+    let s = TestServer::start_ready(c).await;
+
+    // A request whose body trickles in far slower than the connection may live.
+    let body = json!({"type": ANY, "data": {"pad": "x".repeat(64)}}).to_string();
+    let mut conn = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nhost: sluice\r\ncontent-type: application/cloudevents+json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
     );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let (mut rd, mut wr) = conn.into_split();
+    let trickle = tokio::spawn(async move {
+        for b in body.bytes() {
+            if wr.write_all(&[b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    // Age 180–220 ms, then 500 ms to finish: the server closes with no answer at all.
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), rd.read_to_end(&mut answer))
+        .await
+        .expect("the server cuts the connection")
+        .ok();
+    let cut_after = started.elapsed();
+    trickle.abort();
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    assert!(cut_after >= Duration::from_millis(600), "{cut_after:?}");
+    assert!(cut_after < Duration::from_secs(3), "{cut_after:?}");
+    assert!(s
+        .metrics()
+        .await
+        .contains(r#"sluice_http_connections_aged_total{how="cut"}"#));
+    // Nothing half-received was stored.
+    assert!(!ws.data().join(format!("events.{ANY}.ndjson")).exists());
 }
