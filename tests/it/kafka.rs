@@ -112,7 +112,7 @@ async fn kafka_partial_batch_only_valid_events_reach_the_topic() {
 #[tokio::test]
 async fn kafka_broker_unreachable_gives_503_retry_after_within_delivery_timeout_and_unready() {
     // A broker of our own, reached only through a proxy we can cut.
-    let (broker, proxy) = broker_behind_proxy(false).await;
+    let (broker, proxy) = broker_behind_proxy().await;
     let brokers = proxy.addr.to_string();
     let ws = Workspace::new();
     let (ty, _topic) = fresh_type(&ws, &brokers).await;

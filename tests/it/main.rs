@@ -1,5 +1,6 @@
-//! One integration-test binary: the real server on port 0 against real parts (a Kafka-protocol
-//! broker over TCP, the file system, processes and signals). Run through `scripts/test`.
+//! One integration-test binary: the real server on port 0 against real parts (Apache Kafka over
+//! TCP, PostgreSQL, a Kinesis API emulator, the file system, processes and signals). Run
+//! through `scripts/test`, which starts them.
 
 mod auth;
 mod conformance;
@@ -17,5 +18,6 @@ mod process_faults;
 mod registry;
 mod registry_api;
 mod registry_store;
+mod replication;
 mod support;
 mod tls;

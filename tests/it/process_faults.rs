@@ -71,7 +71,7 @@ async fn fault_sluice_killed_with_a_spool_then_restarted_delivers_everything_ack
 
 #[tokio::test]
 async fn fault_sigterm_with_the_broker_gone_leaves_everything_acknowledged_in_the_spool() {
-    let (_broker, proxy) = broker_behind_proxy(false).await;
+    let (_broker, proxy) = broker_behind_proxy().await;
     let brokers = proxy.addr.to_string();
     let ws = Workspace::new();
     let (ty, topic) = fresh_topic(&ws, &brokers).await;
@@ -139,7 +139,7 @@ const OVERLOAD_PEAK_RSS_MIB: u64 = 128;
 
 #[tokio::test]
 async fn fault_three_times_overload_refuses_with_retry_after_bounds_memory_and_recovers() {
-    let (_broker, proxy) = broker_behind_proxy(false).await;
+    let (_broker, proxy) = broker_behind_proxy().await;
     let brokers = proxy.addr.to_string();
     let ws = Workspace::new();
     let (ty, topic) = fresh_topic(&ws, &brokers).await;

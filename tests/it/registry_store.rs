@@ -14,10 +14,11 @@ use sluice::registry::{bootstrap, StoredSchema};
 
 use crate::support::unique;
 
-/// `SLUICE_TEST_POSTGRES_URL`, else the machine's PostgreSQL.
+/// The private PostgreSQL server scripts/test starts.
 fn postgres_url() -> String {
-    std::env::var("SLUICE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("SLUICE_TEST_POSTGRES_URL").expect(
+        "PostgreSQL tests need a server: run them with scripts/test, which starts one and sets SLUICE_TEST_POSTGRES_URL",
+    )
 }
 
 /// A fresh PostgreSQL schema (namespace), dropped with the value.

@@ -159,6 +159,50 @@ impl Load {
         }
     }
 
+    /// Events answered 200 so far, per client (index = client).
+    pub fn acked_per_client(&self) -> Vec<usize> {
+        let rep = self.report.lock().unwrap();
+        (0..self.tasks.len())
+            .map(|c| rep.acked.get(&c).map_or(0, Vec::len))
+            .collect()
+    }
+
+    /// Answers with `status` so far.
+    pub fn count_so_far(&self, status: u16) -> usize {
+        self.report.lock().unwrap().count(status)
+    }
+
+    /// Events answered 200 per second, over the next `window`.
+    pub async fn rate(&self, window: Duration) -> f64 {
+        let before = self.acked_so_far();
+        tokio::time::sleep(window).await;
+        (self.acked_so_far() - before) as f64 / window.as_secs_f64()
+    }
+
+    /// Waits until every client had `events` more events answered 200 than in `since` (from
+    /// [`Load::acked_per_client`]): traffic is back for every key, not just some. Returns how
+    /// long that took; panics after `within`.
+    pub async fn wait_every_client_acked(
+        &self,
+        since: &[usize],
+        events: usize,
+        within: Duration,
+    ) -> Duration {
+        let started = std::time::Instant::now();
+        loop {
+            let now = self.acked_per_client();
+            if now.iter().zip(since).all(|(n, s)| *n >= s + events) {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < within,
+                "not every client got {events} more events acknowledged within {within:?}: \
+                 {since:?} then, {now:?} now"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Events answered 200 so far.
     pub fn acked_so_far(&self) -> usize {
         self.report
