@@ -1,12 +1,12 @@
 //! Kafka through librdkafka: idempotent producer, `acks=all`, one delivery future per record.
 //! Pure mechanism: topics, keys and headers arrive decided.
 //!
-//! Readiness comes from a background metadata probe plus librdkafka's own "all brokers down"
-//! error, so `/readyz` never blocks on the network.
+//! Readiness comes from a background metadata probe, recent broker acknowledgements and
+//! librdkafka's own "all brokers down" error, so `/readyz` never blocks on the network.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -62,6 +62,9 @@ struct Inner {
     /// one (fenced, sequence gap) refuses every later record, so a gateway must start a new one.
     producer: ArcSwap<Producer_>,
     ready: Arc<AtomicBool>,
+    /// When a broker last acknowledged a record, in milliseconds after `started` (0: never).
+    last_ack_ms: AtomicU64,
+    started: Instant,
     delivery_timeout: Duration,
     replacing: Mutex<()>,
 }
@@ -88,6 +91,8 @@ impl KafkaSink {
             client_config: cc,
             producer: ArcSwap::from(producer),
             ready,
+            last_ack_ms: AtomicU64::new(0),
+            started: Instant::now(),
             delivery_timeout: Duration::from_millis(config.delivery_timeout_ms),
             replacing: Mutex::new(()),
         });
@@ -103,6 +108,16 @@ fn create(cc: &ClientConfig, ready: &Arc<AtomicBool>) -> Result<Arc<Producer_>, 
 }
 
 impl Inner {
+    fn record_ack(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.last_ack_ms.fetch_max(ms.max(1), Ordering::Relaxed);
+    }
+
+    fn acked_within(&self, window: Duration) -> bool {
+        let last = self.last_ack_ms.load(Ordering::Relaxed);
+        last > 0 && self.started.elapsed().as_millis() as u64 <= last + window.as_millis() as u64
+    }
+
     /// Swaps in a new producer if `failed` (the one a publish used) is broken and is still the
     /// current one. Records in flight on the old producer finish or fail on their own.
     fn replace_if_broken(&self, failed: &Arc<Producer_>, state_error: Option<RDKafkaErrorCode>) {
@@ -129,7 +144,12 @@ impl Inner {
     }
 }
 
-/// Keeps `ready` current: a broker answered a metadata request within the interval.
+/// Keeps `ready` current: a broker answered a metadata request, or acknowledged a record, within
+/// the interval. Acknowledgements count because a metadata request can time out while the
+/// cluster is busy electing new leaders for a dead broker's partitions (seen on a 3-broker
+/// Apache Kafka for the 3 s until the dead broker was fenced): records to every other partition
+/// are being acknowledged meanwhile, and refusing all requests, or leaving every replica's
+/// `/readyz` at 503 at once, would turn one broker's failure into an outage.
 async fn probe(inner: Weak<Inner>, interval: Duration) {
     let timeout = interval.max(Duration::from_millis(500));
     loop {
@@ -137,8 +157,8 @@ async fn probe(inner: Weak<Inner>, interval: Duration) {
         let p = i.producer.load_full();
         let ready = i.ready.clone();
         drop(i);
-        let started = std::time::Instant::now();
-        let ok = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let answered = tokio::task::spawn_blocking(move || {
             p.client()
                 .fetch_metadata(None, timeout)
                 .map_err(|e| tracing::debug!(error = %e, "Kafka probe failed"))
@@ -146,7 +166,11 @@ async fn probe(inner: Weak<Inner>, interval: Duration) {
         })
         .await
         .unwrap_or(false);
-        tracing::debug!(ok, took = ?started.elapsed(), "Kafka probe");
+        let Some(i) = inner.upgrade() else { return };
+        let acked = i.acked_within(interval + timeout);
+        drop(i);
+        let ok = answered || acked;
+        tracing::debug!(answered, acked, took = ?started.elapsed(), "Kafka probe");
         if ready.swap(ok, Ordering::Relaxed) != ok {
             if ok {
                 tracing::info!("Kafka brokers reachable");
@@ -158,10 +182,13 @@ async fn probe(inner: Weak<Inner>, interval: Duration) {
     }
 }
 
-/// Errors that say the broker no longer accepts this producer's id or epoch. librdkafka does
-/// not always raise them as fatal (seen with a broker answering PRODUCER_FENCED to every
-/// produce after an epoch bump), yet every later record fails the same way until a new
-/// producer, with a new id, takes over.
+/// Errors that say the broker no longer accepts this producer's id or epoch. With Apache Kafka
+/// they follow a broker that lost the producer's state or records (an unclean leader election,
+/// a leader that came back with a truncated log), and librdkafka raises most of them as fatal:
+/// the producer then refuses every later record. Where it does not raise them as fatal (seen
+/// with a Kafka-protocol broker answering PRODUCER_FENCED to every produce after an epoch
+/// bump), every later record still fails the same way. Either way only a new producer, with a
+/// new id, writes again.
 fn breaks_producer(error: &KafkaError) -> Option<RDKafkaErrorCode> {
     use RDKafkaErrorCode as C;
     match error.rdkafka_error_code() {
@@ -262,6 +289,9 @@ impl Sink for KafkaSink {
                     )),
                 },
             });
+        }
+        if out.iter().any(Result::is_ok) {
+            self.inner.record_ack();
         }
         if out.iter().any(Result::is_err) {
             self.inner.replace_if_broken(&producer, state_error);
