@@ -140,7 +140,9 @@ fn consume_blocking(
             break;
         }
         if let Some(msg) = consumer.poll(Duration::from_millis(200)) {
-            let msg = msg.expect("consumer error");
+            // A broker of the bootstrap list that is down (a replication test killed it) is
+            // reported here; the consumer goes on with the others.
+            let Ok(msg) = msg else { continue };
             let mut headers = HashMap::new();
             if let Some(h) = msg.headers() {
                 for hd in h.iter() {

@@ -21,6 +21,9 @@ pub struct Report {
     pub missing_retry_after: usize,
     /// Any other status than 200/207/429/503 or a connection error, with a sample.
     pub unexpected: Vec<String>,
+    /// Events not accepted, by their status and error code (`503 delivery_timeout`), from the
+    /// per-event results: what the clients were told and why.
+    pub refusals: BTreeMap<String, usize>,
 }
 
 impl Report {
@@ -118,6 +121,12 @@ impl Load {
                         {
                             let mut rep = report.lock().unwrap();
                             *rep.statuses.entry(status).or_default() += 1;
+                            for r in body["results"].as_array().into_iter().flatten() {
+                                if r["status"] != 200 {
+                                    let why = format!("{} {}", r["status"], r["error"]["code"]);
+                                    *rep.refusals.entry(why.replace('"', "")).or_default() += 1;
+                                }
+                            }
                             match status {
                                 200 | 207 => {
                                     let ids = body["results"]
@@ -132,6 +141,13 @@ impl Load {
                                     rep.acked.entry(c).or_default().extend(ids);
                                 }
                                 429 | 503 => {
+                                    if body["results"].is_null() {
+                                        let why = format!(
+                                            "{status} {} (whole request)",
+                                            body["error"]["code"]
+                                        );
+                                        *rep.refusals.entry(why.replace('"', "")).or_default() += 1;
+                                    }
                                     if retry.is_none_or(|s| s < 1) {
                                         rep.missing_retry_after += 1;
                                     }
