@@ -24,7 +24,7 @@ struct State {
     cut: AtomicBool,
     dropping: AtomicBool,
     delay_ms: AtomicU64,
-    upstream: Mutex<SocketAddr>,
+    upstream: SocketAddr,
     conns: Mutex<Vec<AbortHandle>>,
 }
 
@@ -37,7 +37,7 @@ impl Proxy {
             cut: AtomicBool::new(false),
             dropping: AtomicBool::new(false),
             delay_ms: AtomicU64::new(0),
-            upstream: Mutex::new(upstream),
+            upstream,
             conns: Mutex::new(Vec::new()),
         });
         let st = state.clone();
@@ -51,7 +51,7 @@ impl Proxy {
                     continue;
                 }
                 let st2 = st.clone();
-                let upstream = *st.upstream.lock().unwrap();
+                let upstream = st.upstream;
                 let task = tokio::spawn(async move {
                     if let Ok(server) = TcpStream::connect(upstream).await {
                         let (cr, cw) = client.into_split();
@@ -75,11 +75,6 @@ impl Proxy {
         for c in self.state.conns.lock().unwrap().drain(..) {
             c.abort();
         }
-    }
-
-    /// Sends new connections to `upstream` (a restarted broker on a new port).
-    pub fn set_upstream(&self, upstream: SocketAddr) {
-        *self.state.upstream.lock().unwrap() = upstream;
     }
 
     pub fn drop_traffic(&self) {
