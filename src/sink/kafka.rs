@@ -1,10 +1,10 @@
 //! Kafka through librdkafka: idempotent producer, `acks=all`, one delivery future per record.
 //! Pure mechanism: topics, keys and headers arrive decided.
 //!
-//! Readiness comes from a background metadata probe, recent broker acknowledgements and
-//! librdkafka's own "all brokers down" error, so `/readyz` never blocks on the network.
+//! Readiness comes from a background metadata probe plus librdkafka's own "all brokers down"
+//! error, so `/readyz` never blocks on the network.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -23,10 +23,16 @@ use crate::telemetry;
 /// librdkafka callbacks, routed into tracing and the readiness flag.
 pub struct SinkContext {
     ready: Arc<AtomicBool>,
+    /// The probe's client: its log lines repeat the producer's (same brokers), so at debug.
+    quiet: bool,
 }
 
 impl ClientContext for SinkContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        if self.quiet {
+            tracing::debug!(target: "librdkafka", fac, "probe: {message}");
+            return;
+        }
         match level {
             RDKafkaLogLevel::Emerg
             | RDKafkaLogLevel::Alert
@@ -46,7 +52,11 @@ impl ClientContext for SinkContext {
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
             self.ready.store(false, Ordering::Relaxed);
         }
-        tracing::warn!(target: "librdkafka", %error, "{reason}");
+        if self.quiet {
+            tracing::debug!(target: "librdkafka", %error, "probe: {reason}");
+        } else {
+            tracing::warn!(target: "librdkafka", %error, "{reason}");
+        }
     }
 }
 
@@ -61,10 +71,9 @@ struct Inner {
     /// Replaced whole when librdkafka reports a fatal error: an idempotent producer that hit
     /// one (fenced, sequence gap) refuses every later record, so a gateway must start a new one.
     producer: ArcSwap<Producer_>,
+    /// A client of its own for the readiness probe (see [`probe`]); it never sends a record.
+    prober: Arc<Producer_>,
     ready: Arc<AtomicBool>,
-    /// When a broker last acknowledged a record, in milliseconds after `started` (0: never).
-    last_ack_ms: AtomicU64,
-    started: Instant,
     delivery_timeout: Duration,
     replacing: Mutex<()>,
 }
@@ -84,15 +93,18 @@ impl KafkaSink {
             cc.set(k, v);
         }
         let ready = Arc::new(AtomicBool::new(false));
-        let producer = create(&cc, &ready).map_err(|e| {
+        let producer = create(&cc, &ready, false).map_err(|e| {
             anyhow::anyhow!("cannot create the Kafka producer (check `kafka.*` settings): {e}")
         })?;
+        let mut probe_config = cc.clone();
+        // It sends no records, so it needs no producer id from the brokers.
+        probe_config.set("enable.idempotence", "false");
+        let prober = create(&probe_config, &ready, true)?;
         let inner = Arc::new(Inner {
             client_config: cc,
             producer: ArcSwap::from(producer),
+            prober,
             ready,
-            last_ack_ms: AtomicU64::new(0),
-            started: Instant::now(),
             delivery_timeout: Duration::from_millis(config.delivery_timeout_ms),
             replacing: Mutex::new(()),
         });
@@ -101,23 +113,18 @@ impl KafkaSink {
     }
 }
 
-fn create(cc: &ClientConfig, ready: &Arc<AtomicBool>) -> Result<Arc<Producer_>, KafkaError> {
+fn create(
+    cc: &ClientConfig,
+    ready: &Arc<AtomicBool>,
+    quiet: bool,
+) -> Result<Arc<Producer_>, KafkaError> {
     Ok(Arc::new(cc.create_with_context(SinkContext {
         ready: ready.clone(),
+        quiet,
     })?))
 }
 
 impl Inner {
-    fn record_ack(&self) {
-        let ms = self.started.elapsed().as_millis() as u64;
-        self.last_ack_ms.fetch_max(ms.max(1), Ordering::Relaxed);
-    }
-
-    fn acked_within(&self, window: Duration) -> bool {
-        let last = self.last_ack_ms.load(Ordering::Relaxed);
-        last > 0 && self.started.elapsed().as_millis() as u64 <= last + window.as_millis() as u64
-    }
-
     /// Swaps in a new producer if `failed` (the one a publish used) is broken and is still the
     /// current one. Records in flight on the old producer finish or fail on their own.
     fn replace_if_broken(&self, failed: &Arc<Producer_>, state_error: Option<RDKafkaErrorCode>) {
@@ -134,7 +141,7 @@ impl Inner {
             return; // another request already replaced it
         }
         tracing::error!(?code, %reason, "Kafka producer is broken; starting a new one");
-        match create(&self.client_config, &self.ready) {
+        match create(&self.client_config, &self.ready, false) {
             Ok(p) => {
                 self.producer.store(p);
                 metrics::counter!(telemetry::PRODUCER_RESTARTS, "sink" => "kafka").increment(1);
@@ -144,21 +151,24 @@ impl Inner {
     }
 }
 
-/// Keeps `ready` current: a broker answered a metadata request, or acknowledged a record, within
-/// the interval. Acknowledgements count because a metadata request can time out while the
-/// cluster is busy electing new leaders for a dead broker's partitions (seen on a 3-broker
-/// Apache Kafka for the 3 s until the dead broker was fenced): records to every other partition
-/// are being acknowledged meanwhile, and refusing all requests, or leaving every replica's
-/// `/readyz` at 503 at once, would turn one broker's failure into an outage.
+/// Keeps `ready` current: a broker answered a metadata request within the interval.
+///
+/// The request goes through a client of its own. On the producer's connections it
+/// waits behind the produce requests in flight (at most five per broker with idempotence), and
+/// when a broker dies those wait, on every partition it follows, until the controller fences
+/// it: on a 3-broker Apache Kafka with one killed, the producer's own metadata requests timed
+/// out for those 3 s while the other brokers answered at once, and every request was refused
+/// (every replica's `/readyz` at 503 at once) though the records waiting were all acknowledged
+/// after the election. Refusing then would turn one broker's failure into an outage.
 async fn probe(inner: Weak<Inner>, interval: Duration) {
     let timeout = interval.max(Duration::from_millis(500));
     loop {
         let Some(i) = inner.upgrade() else { return };
-        let p = i.producer.load_full();
+        let p = i.prober.clone();
         let ready = i.ready.clone();
         drop(i);
         let started = Instant::now();
-        let answered = tokio::task::spawn_blocking(move || {
+        let ok = tokio::task::spawn_blocking(move || {
             p.client()
                 .fetch_metadata(None, timeout)
                 .map_err(|e| tracing::debug!(error = %e, "Kafka probe failed"))
@@ -166,11 +176,7 @@ async fn probe(inner: Weak<Inner>, interval: Duration) {
         })
         .await
         .unwrap_or(false);
-        let Some(i) = inner.upgrade() else { return };
-        let acked = i.acked_within(interval + timeout);
-        drop(i);
-        let ok = answered || acked;
-        tracing::debug!(answered, acked, took = ?started.elapsed(), "Kafka probe");
+        tracing::debug!(ok, took = ?started.elapsed(), "Kafka probe");
         if ready.swap(ok, Ordering::Relaxed) != ok {
             if ok {
                 tracing::info!("Kafka brokers reachable");
@@ -289,9 +295,6 @@ impl Sink for KafkaSink {
                     )),
                 },
             });
-        }
-        if out.iter().any(Result::is_ok) {
-            self.inner.record_ack();
         }
         if out.iter().any(Result::is_err) {
             self.inner.replace_if_broken(&producer, state_error);

@@ -1,4 +1,4 @@
-//! The Kafka sink against a real Kafka-protocol broker over TCP: what lands in the topic, and
+//! The Kafka sink against Apache Kafka over TCP: what lands in the topic, and
 //! what the client is told when the broker is gone.
 
 use std::collections::{HashMap, HashSet};
