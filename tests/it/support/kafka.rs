@@ -348,11 +348,18 @@ pub struct Cluster {
 
 static MULTI_BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// A KRaft cluster id: 16 random bytes, base64 without padding (what `kafka-storage random-uuid`
-/// prints).
+/// A KRaft cluster id: 16 random bytes, base64url without padding, never starting with `-`
+/// (which `kafka-storage format -t` would read as an option), as `kafka-storage random-uuid`
+/// makes them.
 fn cluster_id() -> String {
     use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
+    loop {
+        let id = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(uuid::Uuid::new_v4().as_bytes());
+        if !id.starts_with('-') {
+            return id;
+        }
+    }
 }
 
 impl Cluster {
