@@ -413,6 +413,19 @@ impl EventBuilder {
                         "extension attribute names are 1 to 20 lowercase letters or digits",
                     ));
                 }
+                // Sluice's own attributes (tenant, schema id, receive time) are written into
+                // records and envelopes under this prefix: a client must not be able to claim
+                // them, e.g. another tenant.
+                if name.starts_with(RESERVED_PREFIX) {
+                    return Err(EventError::new(
+                        400,
+                        "reserved_attribute",
+                        format!("/{name}"),
+                        format!(
+                            "extension names starting with `{RESERVED_PREFIX}` are reserved for Sluice's own attributes"
+                        ),
+                    ));
+                }
                 self.extensions.push((name.to_string(), value.to_string()));
                 return Ok(());
             }
@@ -493,6 +506,9 @@ impl EventBuilder {
         })
     }
 }
+
+/// Extension names Sluice keeps for its own attributes (`sluicetenant`, `sluiceschemaid`, ...).
+pub const RESERVED_PREFIX: &str = "sluice";
 
 fn parse_version(s: &str) -> Option<u32> {
     s.trim().parse::<u32>().ok().filter(|v| *v > 0)
@@ -725,6 +741,12 @@ mod tests {
             code(r#"{"type":"a","schemaversion":"x"}"#),
             "invalid_attribute"
         );
+        for reserved in ["sluicetenant", "sluiceschemaid", "sluice"] {
+            assert_eq!(
+                code(&format!(r#"{{"type":"a","{reserved}":"acme"}}"#)),
+                "reserved_attribute"
+            );
+        }
         let ok = decode(
             BodyFormat::Structured,
             r#"{"type":"a","dataschema":"https://r/subjects/a/versions/3"}"#,
@@ -769,6 +791,18 @@ mod tests {
         assert_eq!(
             (r.id.as_deref(), r.error.code),
             (Some("mine"), "unsupported_specversion")
+        );
+        let spoofed = decode_binary(
+            [("type", &b"t"[..]), ("sluicetenant", b"other")].into_iter(),
+            Some("application/json"),
+            Bytes::from_static(b"{}"),
+            &limits(),
+        )
+        .unwrap();
+        let r = spoofed[0].as_ref().unwrap_err();
+        assert_eq!(
+            (r.error.code, r.error.pointer.as_str()),
+            ("reserved_attribute", "/sluicetenant")
         );
         assert!(decode_binary(
             [("type", &b"t"[..])].into_iter(),

@@ -136,11 +136,13 @@ impl KinesisSink {
 /// else `data_base64`.
 pub fn envelope(r: &Record) -> Bytes {
     let mut m = serde_json::Map::new();
+    // The client's extensions first, Sluice's own headers last: should a client's attribute
+    // ever map to one of Sluice's names, Sluice's value is the one kept.
     let headers = r
-        .headers
+        .extension_headers
         .iter()
-        .map(|(k, v)| (*k, v))
-        .chain(r.extension_headers.iter().map(|(k, v)| (k.as_str(), v)));
+        .map(|(k, v)| (k.as_str(), v))
+        .chain(r.headers.iter().map(|(k, v)| (*k, v)));
     for (k, v) in headers {
         let v = serde_json::Value::String(String::from_utf8_lossy(v).into_owned());
         if let Some(attr) = k.strip_prefix("ce_") {
@@ -702,6 +704,20 @@ mod tests {
             serde_json::from_slice(&envelope(&record(b"\x00\x00\x00\x00\x07{}"))).unwrap();
         assert_eq!(e["data_base64"], "AAAAAAd7fQ==");
         assert!(e.get("data").is_none());
+    }
+
+    #[test]
+    fn sluices_own_attributes_win_over_the_clients_in_the_envelope() {
+        let mut r = record(b"{}");
+        r.headers
+            .push(("sluice_tenant", Bytes::from_static(b"acme")));
+        r.extension_headers
+            .push(("ce_sluicetenant".into(), Bytes::from_static(b"other")));
+        r.extension_headers
+            .push(("ce_sluiceschemaid".into(), Bytes::from_static(b"1")));
+        let e: serde_json::Value = serde_json::from_slice(&envelope(&r)).unwrap();
+        assert_eq!(e["sluicetenant"], "acme");
+        assert_eq!(e["sluiceschemaid"], "7");
     }
 
     #[test]

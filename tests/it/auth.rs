@@ -441,12 +441,19 @@ async fn kafka_tenant_header_and_tenant_route_land_in_the_real_broker() {
     let a = send_as(
         &s,
         Some(&token),
-        &json!([{"type": ty, "id": "a1", "data": {"k": 1}}, {"type": ty, "id": "a2", "source": "/mine", "data": {}}]),
+        &json!([{"type": ty, "id": "a1", "data": {"k": 1}}, {"type": ty, "id": "a2", "source": "/mine", "data": {}},
+                {"type": ty, "id": "a3", "sluicetenant": "other", "data": {}}]),
     )
     .await;
-    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.status, 207, "{}", a.body);
+    assert_eq!(
+        a.result(2)["error"]["code"],
+        "reserved_attribute",
+        "a client cannot claim another tenant: {}",
+        a.body
+    );
     let records = consume(&brokers, &topic, 2, Duration::from_secs(30)).await;
-    assert_eq!(records.len(), 2);
+    assert_eq!(records.len(), 2, "only a1 and a2 land: {records:?}");
     for r in &records {
         assert_eq!(r.headers["sluice_tenant"], "acme");
     }
