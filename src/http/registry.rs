@@ -291,33 +291,48 @@ struct SchemaRequest {
     references: Vec<Value>,
 }
 
+/// Every body the registry reads must say it is JSON (Confluent's media types, or
+/// `application/octet-stream`, which Confluent also takes). A body without a Content-Type, or
+/// with `text/plain`, is what a page on any other site can send with `fetch(..., {mode:
+/// "no-cors"})` without the browser asking first (a CORS "simple request"): accepted, a page a
+/// developer happens to visit could register `{}` for a type (no more validation), delete
+/// subjects or set compatibility to NONE.
+fn json_content_type(headers: &HeaderMap) -> Result<(), SrError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let ct = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if matches!(
+        ct.as_str(),
+        "application/vnd.schemaregistry.v1+json"
+            | "application/vnd.schemaregistry+json"
+            | "application/json"
+            | "application/octet-stream"
+    ) {
+        return Ok(());
+    }
+    let what = if ct.is_empty() {
+        "a body without a Content-Type is not accepted".to_string()
+    } else {
+        format!("Content-Type {ct} is not accepted")
+    };
+    Err(SrError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        415,
+        format!("{what}: send application/vnd.schemaregistry.v1+json or application/json"),
+    ))
+}
+
 /// The body of register, lookup and compatibility calls: a JSON Schema, compiled to make sure
 /// it is one, as (parsed, canonical text).
 fn schema_body(headers: &HeaderMap, body: &Bytes) -> Result<(Value, String), SrError> {
-    if let Some(ct) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    {
-        let ct = ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if !matches!(
-            ct.as_str(),
-            "application/vnd.schemaregistry.v1+json"
-                | "application/vnd.schemaregistry+json"
-                | "application/json"
-                | "application/octet-stream"
-        ) {
-            return Err(SrError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                415,
-                format!("Content-Type {ct} is not accepted"),
-            ));
-        }
-    }
+    json_content_type(headers)?;
     let invalid = |m: String| SrError::new(StatusCode::UNPROCESSABLE_ENTITY, 42201, m);
     let req: SchemaRequest = serde_json::from_slice(body)
         .map_err(|e| invalid(format!("the body is not a schema request ({{\"schema\": \"...\", \"schemaType\": \"JSON\"}}): {e}")))?;
@@ -522,7 +537,8 @@ struct ConfigRequest {
     compatibility: String,
 }
 
-fn level_body(body: &Bytes) -> Result<Level, SrError> {
+fn level_body(headers: &HeaderMap, body: &Bytes) -> Result<Level, SrError> {
+    json_content_type(headers)?;
     let bad = || {
         SrError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -543,8 +559,12 @@ async fn global_config(State(app): State<Arc<App>>) -> Result<Response, SrError>
     Ok(ok(json!({"compatibilityLevel": level.as_str()})))
 }
 
-async fn set_global_config(State(app): State<Arc<App>>, body: Bytes) -> Result<Response, SrError> {
-    let level = level_body(&body)?;
+async fn set_global_config(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, SrError> {
+    let level = level_body(&headers, &body)?;
     app.registry.set_config(None, level).await?;
     Ok(ok(json!({"compatibility": level.as_str()})))
 }
@@ -582,10 +602,11 @@ async fn subject_config(
 async fn set_subject_config(
     State(app): State<Arc<App>>,
     SrPath(subject): SrPath<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, SrError> {
     let subject = subject_ok(&subject)?;
-    let level = level_body(&body)?;
+    let level = level_body(&headers, &body)?;
     app.registry.set_config(Some(subject), level).await?;
     Ok(ok(json!({"compatibility": level.as_str()})))
 }

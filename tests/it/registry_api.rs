@@ -320,6 +320,52 @@ async fn registry_api_on_postgres() {
 }
 
 #[tokio::test]
+async fn registry_api_writes_need_a_json_content_type_so_no_other_site_can_send_them() {
+    let ws = Workspace::new();
+    let s = TestServer::start_ready(ws.config()).await;
+    let c = Call { s: &s, token: None };
+    let subject = unique("it.ct.");
+    let register = format!("{}/subjects/{subject}/versions", s.url);
+    let body = schema_req(&json!({})).to_string();
+    // What a page elsewhere can send without a CORS preflight: no Content-Type (a Blob body),
+    // or text/plain.
+    for content_type in [None, Some("text/plain;charset=UTF-8")] {
+        let mut r = s.client.post(&register).body(body.clone());
+        if let Some(ct) = content_type {
+            r = r.header("content-type", ct);
+        }
+        let resp = r.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 415, "{content_type:?}");
+        let b: Value = resp.json().await.unwrap();
+        assert_eq!(code(&b), 415, "{b}");
+        let mut r = s
+            .client
+            .put(format!("{}/config", s.url))
+            .body(r#"{"compatibility":"NONE"}"#);
+        if let Some(ct) = content_type {
+            r = r.header("content-type", ct);
+        }
+        assert_eq!(r.send().await.unwrap().status().as_u16(), 415);
+    }
+    assert_eq!(c.get(&format!("/subjects/{subject}/versions")).await.0, 404);
+    assert_eq!(
+        c.get("/config").await.1["compatibilityLevel"],
+        "BACKWARD",
+        "the level is unchanged"
+    );
+    // Confluent's media types and plain JSON are taken.
+    let r = s
+        .client
+        .post(&register)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}
+
+#[tokio::test]
 async fn registry_api_registration_is_enforced_by_ingest_at_once() {
     let ws = Workspace::new();
     let s = TestServer::start_ready(ws.config()).await;
