@@ -447,6 +447,7 @@ async fn registry_two_processes_sharing_postgres_see_each_others_schemas_within_
     // Concurrent registrations through both processes: distinct ids, one version order.
     let put = client
         .put(format!("{}/config/{ty}", a.url))
+        .header("content-type", "application/vnd.schemaregistry.v1+json")
         .body(json!({"compatibility": "NONE"}).to_string())
         .send()
         .await
