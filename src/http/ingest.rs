@@ -87,6 +87,21 @@ async fn accept(
     let limits = &app.config.limits;
     let header_str = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
 
+    // A tenant that goes into topic names must not be able to spell another's topic: with
+    // `events.{tenant}.{type}`, tenant `a.b` and type `c` would write to tenant `a`'s `b.c`.
+    if let Some(p) = principal {
+        if app.pipeline.router.uses_tenant() && !crate::pipeline::routable_tenant(&p.tenant) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "tenant_not_routable",
+                format!(
+                    "topics here are named after the tenant, and tenant names may only hold letters, digits, `_` and `-` (at most {} characters)",
+                    crate::pipeline::MAX_TENANT_LEN
+                ),
+            ));
+        }
+    }
+
     // Refuse what we cannot read before reading it.
     let encoding = Encoding::parse(header_str(header::CONTENT_ENCODING)).map_err(|e| {
         ApiError::new(

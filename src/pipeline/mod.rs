@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-pub use route::Router;
+pub use route::{routable_tenant, Router, MAX_TENANT_LEN};
 
 use crate::auth::Principal;
 use crate::config::Ack;

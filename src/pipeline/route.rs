@@ -92,6 +92,20 @@ impl TopicTemplate {
     }
 }
 
+/// The longest tenant that may go into a topic name.
+pub const MAX_TENANT_LEN: usize = 64;
+
+/// Whether `tenant` can be put into topic names without meeting another tenant's: no `.` (the
+/// separator templates use), nothing that would be replaced by `_` (so `a/b` and `a_b` stay
+/// apart), and short enough that names are never cut at Kafka's 249 characters for it.
+pub fn routable_tenant(tenant: &str) -> bool {
+    !tenant.is_empty()
+        && tenant.len() <= MAX_TENANT_LEN
+        && tenant
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+}
+
 fn legal_topic_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')
 }
@@ -228,6 +242,17 @@ impl Router {
 mod tests {
     use super::*;
     use crate::config::RouteRule;
+
+    #[test]
+    fn tenants_that_could_spell_another_tenants_topic_are_not_routable() {
+        for ok in ["acme", "acme-eu_1", "A9"] {
+            assert!(routable_tenant(ok), "{ok}");
+        }
+        let long = "a".repeat(MAX_TENANT_LEN + 1);
+        for bad in ["", "a.b", "a/b", "a b", "é", long.as_str()] {
+            assert!(!routable_tenant(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn first_matching_rule_wins_and_types_are_sanitised() {

@@ -464,6 +464,27 @@ async fn kafka_tenant_header_and_tenant_route_land_in_the_real_broker() {
         "/mine",
         "a source the client sent is kept"
     );
+
+    // A tenant that could spell another's topic: `acme.x` + type `y` would be `t.acme.x.y`,
+    // which is tenant `acme`'s topic for type `x.y`. Refused before anything is read.
+    for tenant in ["acme.it", "acme/x", "acme x"] {
+        let mut c = claims("events:write:it.auth.*");
+        c["tenant"] = json!(tenant);
+        let token = Signer::new(Algorithm::ES256, Some("ec")).sign(&c);
+        let a = send_as(
+            &s,
+            Some(&token),
+            &json!({"type": ty, "id": "a4", "data": {}}),
+        )
+        .await;
+        assert_eq!(
+            (a.status, a.code()),
+            (403, "tenant_not_routable"),
+            "{tenant}"
+        );
+    }
+    let records = consume(&brokers, &topic, 2, Duration::from_secs(10)).await;
+    assert_eq!(records.len(), 2, "nothing more landed: {records:?}");
 }
 
 #[tokio::test]
