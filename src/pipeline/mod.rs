@@ -18,7 +18,7 @@ pub use route::{routable_tenant, Router, MAX_TENANT_LEN};
 use crate::auth::Principal;
 use crate::config::Ack;
 use crate::event::{Decoded, Event, EventError};
-use crate::registry::{CompiledSchema, ValidatorCache};
+use crate::registry::{Catalog, CompiledSchema, ValidatorCache};
 use crate::sink::{DeliveryError, Record, Sink};
 use crate::spool::{Spool, SpoolError};
 use crate::telemetry;
@@ -75,6 +75,10 @@ enum Durable {
     Spool,
 }
 
+/// What `{type}` is in the dead-letter topic of an event whose type has no schema: all of them
+/// share one topic.
+pub const UNREGISTERED: &str = "_unregistered";
+
 impl Pipeline {
     /// `principal` is `None` only when authentication is disabled.
     pub async fn process(&self, decoded: Decoded, principal: Option<&Principal>) -> Vec<Outcome> {
@@ -102,7 +106,7 @@ impl Pipeline {
                         "/type",
                         "the credentials do not allow writing this event type",
                     );
-                    dead.extend(self.dead_letter(&event, &e, &received, principal));
+                    dead.extend(self.dead_letter(&event, &e, &received, principal, &catalog));
                     outcomes.push(Outcome::rejected(Some(event.id), e));
                     continue;
                 }
@@ -119,7 +123,7 @@ impl Pipeline {
                     outcomes.push(Outcome::accepted(event.id));
                 }
                 Err(e) => {
-                    dead.extend(self.dead_letter(&event, &e, &received, principal));
+                    dead.extend(self.dead_letter(&event, &e, &received, principal, &catalog));
                     outcomes.push(Outcome::rejected(Some(event.id), e));
                 }
             }
@@ -293,9 +297,17 @@ impl Pipeline {
         error: &EventError,
         received: &Bytes,
         principal: Option<&Principal>,
+        catalog: &Catalog,
     ) -> Option<Record> {
         let tenant = principal.map(|p| p.tenant.as_str());
-        let topic = self.router.route(&ev.ty, tenant).dead_letter?;
+        // A type nobody registered is the client's choice: routed by it, dead letters would
+        // make (or look for) one topic per name a client cares to send.
+        let routed_as = if catalog.knows(&ev.ty) {
+            ev.ty.as_str()
+        } else {
+            UNREGISTERED
+        };
+        let topic = self.router.route(routed_as, tenant).dead_letter?;
         if let Some(Err(_)) = self.dead_letter_cap.check("", 1, 0, Instant::now()) {
             metrics::counter!(telemetry::DEAD_LETTERS, "result" => "capped").increment(1);
             return None;

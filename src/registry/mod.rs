@@ -184,6 +184,11 @@ impl Catalog {
         self.subjects.values().map(BTreeMap::len).sum()
     }
 
+    /// Whether `subject` (an event type) has a schema.
+    pub fn knows(&self, subject: &str) -> bool {
+        self.subjects.contains_key(subject)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.subjects.is_empty()
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sluice::config::HumanDuration;
 
-use crate::support::kafka::{broker_behind_proxy, brokers, consume, create_topic};
+use crate::support::kafka::{broker_behind_proxy, brokers, consume, consume_ids, create_topic};
 use crate::support::{strict_schema, unique, TestServer, Workspace};
 
 /// A fresh event type with the strict schema, and its (created) topic.
@@ -218,6 +218,7 @@ async fn kafka_dead_letters_carry_the_error_and_the_bytes_sent_and_are_capped() 
     let (ty, topic) = fresh_type(&ws, &brokers).await;
     let dlq = format!("dlq.{ty}");
     create_topic(&brokers, &dlq, 1).await;
+    create_topic(&brokers, "dlq._unregistered", 1).await;
     let mut c = ws.kafka_config(&brokers);
     c.routes.dead_letter_topic = Some("dlq.{type}".into());
     c.routes.dead_letter_rate = 2;
@@ -256,6 +257,27 @@ async fn kafka_dead_letters_carry_the_error_and_the_bytes_sent_and_are_capped() 
         1,
         "only the valid event in the topic"
     );
+
+    // An event of a type nobody registered: its dead letter goes to the one topic all such
+    // types share, not to one named after whatever the client sent.
+    let unregistered = unique("it.nope.");
+    let a = s
+        .send_json(&json!({"type": unregistered, "id": "nope-1", "data": {}}))
+        .await;
+    assert_eq!((a.status, a.code()), (400, "unknown_type"), "{}", a.body);
+    let shared = consume_ids(
+        &brokers,
+        "dlq._unregistered",
+        &["nope-1".to_string()],
+        Duration::from_secs(30),
+    )
+    .await;
+    let d = shared
+        .iter()
+        .find(|r| r.id() == "nope-1")
+        .expect("the dead letter of an unregistered type");
+    assert_eq!(d.headers["ce_type"], unregistered);
+    assert_eq!(d.headers["sluice_error_code"], "unknown_type");
 
     // A flood of bad events: at most the cap (2/s, a 1 s burst) reaches the dead-letter topic.
     let flood: Vec<_> = (0..10)
