@@ -117,6 +117,8 @@ pub struct Router {
     default_confluent: bool,
     default_dead_letter: Option<TopicTemplate>,
     default_ack: Ack,
+    /// Whether any template has `{tenant}`: asked on every request, so worked out once.
+    uses_tenant: bool,
 }
 
 /// Where one event goes and how its value is framed.
@@ -148,7 +150,7 @@ impl Router {
     pub fn from_config(config: &RoutesConfig) -> Result<Router, (String, String)> {
         let default = TopicTemplate::parse(&config.default_topic)
             .map_err(|m| ("routes.default_topic".to_string(), m))?;
-        let rules = config
+        let rules: Vec<Rule> = config
             .rules
             .iter()
             .enumerate()
@@ -185,12 +187,19 @@ impl Router {
             .map(TopicTemplate::parse)
             .transpose()
             .map_err(|m| ("routes.dead_letter_topic".to_string(), m))?;
+        let dl = |t: &Option<TopicTemplate>| t.as_ref().is_some_and(TopicTemplate::uses_tenant);
+        let uses_tenant = default.uses_tenant()
+            || dl(&default_dead_letter)
+            || rules
+                .iter()
+                .any(|r| r.topic.uses_tenant() || dl(&r.dead_letter));
         Ok(Router {
             rules,
             default,
             default_confluent: config.confluent_wire_format,
             default_dead_letter,
             default_ack: config.ack,
+            uses_tenant,
         })
     }
 
@@ -228,13 +237,7 @@ impl Router {
 
     /// Whether any topic depends on the tenant, which only authenticated requests have.
     pub fn uses_tenant(&self) -> bool {
-        let dl = |t: &Option<TopicTemplate>| t.as_ref().is_some_and(TopicTemplate::uses_tenant);
-        self.default.uses_tenant()
-            || dl(&self.default_dead_letter)
-            || self
-                .rules
-                .iter()
-                .any(|r| r.topic.uses_tenant() || dl(&r.dead_letter))
+        self.uses_tenant
     }
 }
 

@@ -330,22 +330,23 @@ async fn registry_api_writes_need_a_json_content_type_so_no_other_site_can_send_
     // What a page elsewhere can send without a CORS preflight: no Content-Type (a Blob body),
     // or text/plain.
     for content_type in [None, Some("text/plain;charset=UTF-8")] {
-        let mut r = s.client.post(&register).body(body.clone());
-        if let Some(ct) = content_type {
-            r = r.header("content-type", ct);
-        }
-        let resp = r.send().await.unwrap();
+        let typed = |r: reqwest::RequestBuilder| match content_type {
+            Some(ct) => r.header("content-type", ct),
+            None => r,
+        };
+        let resp = typed(s.client.post(&register).body(body.clone()))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status().as_u16(), 415, "{content_type:?}");
         let b: Value = resp.json().await.unwrap();
         assert_eq!(code(&b), 415, "{b}");
-        let mut r = s
-            .client
-            .put(format!("{}/config", s.url))
-            .body(r#"{"compatibility":"NONE"}"#);
-        if let Some(ct) = content_type {
-            r = r.header("content-type", ct);
-        }
-        assert_eq!(r.send().await.unwrap().status().as_u16(), 415);
+        let put = typed(
+            s.client
+                .put(format!("{}/config", s.url))
+                .body(r#"{"compatibility":"NONE"}"#),
+        );
+        assert_eq!(put.send().await.unwrap().status().as_u16(), 415);
     }
     assert_eq!(c.get(&format!("/subjects/{subject}/versions")).await.0, 404);
     assert_eq!(
