@@ -11,7 +11,7 @@
 //! sufficient condition applies, and reported as undecided otherwise. Every rule is listed,
 //! with an example, in docs/registry.md.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
 use serde_json::{Map, Value};
@@ -144,9 +144,22 @@ impl Verdict {
     }
 }
 
+/// The work [`check`] may do by default, in steps (one step: one pair of subschemas compared,
+/// or one schema node walked). A 64-level schema of two-way combinators, the worst shape the
+/// tests know, needs a few thousand once pairs are memoised; a million take well under a
+/// second on one core.
+pub const DEFAULT_BUDGET: u64 = 1_000_000;
+
 /// Checks `new` against the subject's earlier schemas (oldest first) at `level`. Non-transitive
 /// levels compare with the latest only.
 pub fn check(level: Level, new: &Value, previous: &[&Value]) -> Verdict {
+    check_within(level, new, previous, DEFAULT_BUDGET)
+}
+
+/// [`check`] with a work budget shared by every comparison it makes: when it runs out, the
+/// answer is "cannot decide" (`UNDECIDED_BUDGET`), never a guess.
+pub fn check_within(level: Level, new: &Value, previous: &[&Value], budget: u64) -> Verdict {
+    let mut steps = budget;
     if level == Level::None || previous.is_empty() {
         return Verdict::Compatible;
     }
@@ -158,10 +171,15 @@ pub fn check(level: Level, new: &Value, previous: &[&Value]) -> Verdict {
     let mut findings = Vec::new();
     for old in against {
         if level.backward() {
-            findings.extend(tag(includes(old, new), "new schema cannot read old data: "));
+            let v = includes_within(old, new, &mut steps);
+            findings.extend(tag(v, "new schema cannot read old data: "));
         }
         if level.forward() {
-            findings.extend(tag(includes(new, old), "old schema cannot read new data: "));
+            let v = includes_within(new, old, &mut steps);
+            findings.extend(tag(v, "old schema cannot read new data: "));
+        }
+        if steps == 0 {
+            break;
         }
     }
     Verdict::from_findings(findings)
@@ -182,15 +200,37 @@ fn tag(v: Verdict, prefix: &str) -> Vec<Finding> {
 
 /// Whether every instance valid under `a` (the writer schema) is valid under `b` (the reader).
 pub fn includes(a: &Value, b: &Value) -> Verdict {
-    let defs = |v: &Value| (v.get("$defs").cloned(), v.get("definitions").cloned());
+    let mut steps = DEFAULT_BUDGET;
+    includes_within(a, b, &mut steps)
+}
+
+/// [`includes`], spending at most `steps` (what is left is written back).
+fn includes_within(a: &Value, b: &Value, steps: &mut u64) -> Verdict {
+    fn defs(v: &Value) -> (Option<&Value>, Option<&Value>) {
+        (v.get("$defs"), v.get("definitions"))
+    }
     let mut cx = Cx {
         roots: (a, b),
         same_defs: defs(a) == defs(b),
         findings: Vec::new(),
-        seen: HashSet::new(),
+        seen: HashMap::new(),
+        memo: HashMap::new(),
+        low: usize::MAX,
         depth: 0,
+        depth_cuts: 0,
+        steps: *steps,
     };
-    cx.sub(a, b, "");
+    if cx.spend(2) {
+        cx.sub(a, b, "");
+    }
+    if cx.steps == 0 {
+        cx.undecided(
+            "UNDECIDED_BUDGET",
+            "",
+            "the schemas need more work to compare than the registry allows (registry.compat_budget)",
+        );
+    }
+    *steps = cx.steps;
     Verdict::from_findings(cx.findings)
 }
 
@@ -267,17 +307,80 @@ struct Cx<'a> {
     /// Equal-looking subschemas are only equal when their `$ref`s point at equal definitions.
     same_defs: bool,
     findings: Vec<Finding>,
-    /// (a, b) subschema pairs under comparison: a pair met again is a cycle through `$ref`,
-    /// assumed to hold (the greatest fixed point, as for recursive types).
-    seen: HashSet<(*const Value, *const Value)>,
+    /// Pairs under comparison, with the depth each was entered at: a pair met again is a
+    /// cycle through `$ref`, assumed to hold (the greatest fixed point, as for recursive types).
+    seen: HashMap<Pair, usize>,
+    /// Results of pairs already compared, findings relative to the pair's own path: a pair
+    /// reached again by another route (`allOf` listing one `$ref` twice, level after level)
+    /// costs one lookup, not the whole comparison again.
+    memo: HashMap<Pair, Vec<Finding>>,
+    /// The shallowest depth of a pair assumed by a cycle since the current pair was entered:
+    /// a result that leaned on an assumption about an enclosing pair is not memoised, since
+    /// that assumption may yet fail.
+    low: usize,
     depth: usize,
+    /// How many times nesting was cut short at [`MAX_DEPTH`].
+    depth_cuts: u64,
+    /// Work left; at zero every comparison stops and the verdict is undecided.
+    steps: u64,
 }
 
-const MAX_DEPTH: usize = 64;
+/// (writer subschema, keywords of it left out, reader subschema). Every pointer is into the
+/// two root documents (or a static), which outlive the comparison, so addresses identify.
+type Pair = (*const Value, u8, *const Value);
+
+/// Writer keywords a comparison may leave out ([`Cx::fits_without`]), as bits.
+const SKIP_ALL_OF: u8 = 1;
+const SKIP_ANY_OF: u8 = 2;
+const SKIP_ONE_OF: u8 = 4;
+const SKIP_NOT: u8 = 8;
+/// `if` with its `then` and `else`.
+const SKIP_IF: u8 = 16;
+
+fn skip_bit(key: &str) -> u8 {
+    match key {
+        "allOf" => SKIP_ALL_OF,
+        "anyOf" => SKIP_ANY_OF,
+        "oneOf" => SKIP_ONE_OF,
+        "not" => SKIP_NOT,
+        "if" | "then" | "else" => SKIP_IF,
+        _ => 0,
+    }
+}
+
+/// A writer schema object with some combinator keywords left out (a superset of it), read
+/// in place rather than copied.
+#[derive(Clone, Copy)]
+struct View<'x> {
+    map: &'x Map<String, Value>,
+    skip: u8,
+}
+
+impl<'x> View<'x> {
+    fn get(&self, key: &str) -> Option<&'x Value> {
+        if self.skip & skip_bit(key) != 0 {
+            return None;
+        }
+        self.map.get(key)
+    }
+
+    fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &'x String> + '_ {
+        self.map.keys().filter(|k| self.skip & skip_bit(k) == 0)
+    }
+}
+
+/// Nesting followed (writer and reader descents add up), well inside a 2 MiB stack.
+const MAX_DEPTH: usize = 128;
+/// Findings kept per comparison.
+const MAX_FINDINGS: usize = 32;
 
 impl<'a> Cx<'a> {
     fn no(&mut self, kind: &'static str, path: &str, detail: impl Into<String>) {
-        self.findings.push(Finding {
+        self.push(Finding {
             kind,
             path: format!("#{path}"),
             detail: detail.into(),
@@ -286,7 +389,7 @@ impl<'a> Cx<'a> {
     }
 
     fn undecided(&mut self, kind: &'static str, path: &str, detail: impl Into<String>) {
-        self.findings.push(Finding {
+        self.push(Finding {
             kind,
             path: format!("#{path}"),
             detail: detail.into(),
@@ -294,11 +397,49 @@ impl<'a> Cx<'a> {
         });
     }
 
+    /// Keeps at most [`MAX_FINDINGS`]: one break reached by many routes would otherwise be
+    /// listed once per route, and routes can be exponentially many.
+    fn push(&mut self, f: Finding) {
+        if self.findings.len() < MAX_FINDINGS {
+            self.findings.push(f);
+        }
+    }
+
+    /// Takes `n` steps from the budget; false (and nothing left) when it does not hold them.
+    fn spend(&mut self, n: u64) -> bool {
+        match self.steps.checked_sub(n) {
+            Some(left) => {
+                self.steps = left;
+                true
+            }
+            None => {
+                self.steps = 0;
+                false
+            }
+        }
+    }
+
     /// Runs `f` on a scratch list of findings and returns them, leaving ours untouched.
     fn trial(&mut self, f: impl FnOnce(&mut Self)) -> Vec<Finding> {
         let saved = std::mem::take(&mut self.findings);
         f(self);
         std::mem::replace(&mut self.findings, saved)
+    }
+
+    /// Whether two subschemas are equal once annotations are ignored, paying for the walk.
+    fn same(&mut self, a: View<'_>, b: &Value) -> bool {
+        let mut walked = 0;
+        let r = match b.as_object() {
+            Some(bo) => same_obj(a, bo, &mut walked),
+            None => false,
+        };
+        self.spend(walked) && r
+    }
+
+    fn has_ref(&mut self, a: &Value) -> bool {
+        let mut walked = 0;
+        let r = has_ref(a, &mut walked);
+        self.spend(walked) && r
     }
 
     fn resolve<'x>(&mut self, root: &'x Value, s: &'x Value, path: &str) -> Option<&'x Value> {
@@ -336,16 +477,44 @@ impl<'a> Cx<'a> {
     where
         'a: 'x,
     {
+        self.sub_skipping(a, 0, b, path);
+    }
+
+    /// a (without the `skip` keywords) ⊆ b.
+    fn sub_skipping<'x>(&mut self, a: &'x Value, skip: u8, b: &'x Value, path: &str)
+    where
+        'a: 'x,
+    {
+        // A full list already answers; the budget ends the work.
+        if self.findings.len() >= MAX_FINDINGS || !self.spend(1) {
+            return;
+        }
         let Some(a) = self.resolve(self.roots.0, a, path) else {
             return;
         };
         let Some(b) = self.resolve(self.roots.1, b, path) else {
             return;
         };
-        if !self.seen.insert((a as *const _, b as *const _)) {
+        let pair: Pair = (a as *const _, skip, b as *const _);
+        if let Some(&depth) = self.seen.get(&pair) {
+            self.low = self.low.min(depth);
+            return;
+        }
+        if let Some(found) = self.memo.get(&pair) {
+            let room = MAX_FINDINGS.saturating_sub(self.findings.len());
+            let found: Vec<Finding> = found
+                .iter()
+                .take(room)
+                .map(|f| Finding {
+                    path: format!("#{path}{}", f.path),
+                    ..f.clone()
+                })
+                .collect();
+            self.findings.extend(found);
             return;
         }
         if self.depth >= MAX_DEPTH {
+            self.depth_cuts += 1;
             self.undecided(
                 "UNDECIDED_DEPTH",
                 path,
@@ -353,17 +522,49 @@ impl<'a> Cx<'a> {
             );
             return;
         }
+        let depth = self.depth;
+        let cuts = self.depth_cuts;
+        let outer_low = std::mem::replace(&mut self.low, usize::MAX);
+        let start = self.findings.len();
+        self.seen.insert(pair, depth);
         self.depth += 1;
-        self.sub_resolved(a, b, path);
+        self.sub_resolved(a, skip, b, path);
         self.depth -= 1;
-        self.seen.remove(&(a as *const _, b as *const _));
+        self.seen.remove(&pair);
+        // Memoised only when complete (no budget run out, no finding left off, no nesting cut
+        // short: a pair reached nearer the root may yet be decided) and free of assumptions
+        // about enclosing pairs.
+        let complete =
+            self.steps > 0 && self.findings.len() < MAX_FINDINGS && self.depth_cuts == cuts;
+        if complete && self.low >= depth {
+            let prefix = format!("#{path}");
+            let found = self.findings[start..]
+                .iter()
+                .map(|f| Finding {
+                    path: f.path.strip_prefix(&prefix).unwrap_or("").to_string(),
+                    ..f.clone()
+                })
+                .collect();
+            self.memo.insert(pair, found);
+            self.low = outer_low;
+        } else {
+            self.low = outer_low.min(self.low);
+        }
     }
 
-    fn sub_resolved<'x>(&mut self, a: &'x Value, b: &'x Value, path: &str)
+    fn sub_resolved<'x>(&mut self, a: &'x Value, skip: u8, b: &'x Value, path: &str)
     where
         'a: 'x,
     {
-        if is_false(a) || is_true(b) || (same(a, b) && (self.same_defs || !has_ref(a))) {
+        if is_false(a) || is_true(b) {
+            return;
+        }
+        if let Some(ao) = as_schema(a) {
+            let view = View { map: ao, skip };
+            if self.same(view, b) && (self.same_defs || !self.has_ref(a)) {
+                return;
+            }
+        } else if skip == 0 && a == b {
             return;
         }
         if is_false(b) {
@@ -374,7 +575,7 @@ impl<'a> Cx<'a> {
             );
             return;
         }
-        let (Some(ao), Some(bo)) = (as_schema(a), as_schema(b)) else {
+        let (Some(ao_map), Some(bo)) = (as_schema(a), as_schema(b)) else {
             self.undecided(
                 "UNDECIDED_SCHEMA",
                 path,
@@ -382,6 +583,7 @@ impl<'a> Cx<'a> {
             );
             return;
         };
+        let ao = View { map: ao_map, skip };
 
         // b's conjunctions: a must fit each part.
         if let Some(parts) = bo.get("allOf").and_then(Value::as_array) {
@@ -393,10 +595,13 @@ impl<'a> Cx<'a> {
         // branches carry all of a's constraints). First try a without them: a superset of a.
         for comb in ["anyOf", "oneOf"] {
             if let Some(branches) = ao.get(comb).and_then(Value::as_array) {
-                if self.fits_without(ao, comb, b, path) {
+                if self.fits_without(a, ao, comb, b, path) {
                     return;
                 }
-                if only_key(ao, comb) {
+                if ao
+                    .keys()
+                    .all(|k| k == comb || ANNOTATIONS.contains(&k.as_str()))
+                {
                     for (i, br) in branches.iter().enumerate() {
                         self.sub(br, b, &format!("{path}/{comb}/{i}"));
                     }
@@ -413,12 +618,13 @@ impl<'a> Cx<'a> {
         // a's conjunctions and conditions only narrow a: try dropping them.
         for key in ["allOf", "not", "if"] {
             if ao.contains_key(key) {
-                if self.fits_without(ao, key, b, path) {
+                if self.fits_without(a, ao, key, b, path) {
                     return;
                 }
                 if key == "allOf" {
-                    let parts = ao["allOf"]
-                        .as_array()
+                    let parts = ao
+                        .get("allOf")
+                        .and_then(Value::as_array)
                         .map(Vec::as_slice)
                         .unwrap_or_default();
                     for part in parts {
@@ -438,6 +644,10 @@ impl<'a> Cx<'a> {
         // b's disjunctions: a must fit one branch (or, branch by branch, some branch).
         for comb in ["anyOf", "oneOf"] {
             if let Some(branches) = bo.get(comb).and_then(Value::as_array) {
+                let pairs = (branches.len() as u64).saturating_mul(branches.len() as u64) / 2;
+                if !self.spend(pairs) {
+                    return;
+                }
                 if comb == "oneOf" && !pairwise_disjoint(branches) {
                     self.undecided(
                         "UNDECIDED_COMBINATOR",
@@ -467,7 +677,7 @@ impl<'a> Cx<'a> {
             "unevaluatedProperties",
             "unevaluatedItems",
         ] {
-            if bo.contains_key(key) && bo.get(key) != ao.get(key) {
+            if bo.contains_key(key) && self.differ(bo.get(key), ao.get(key)) {
                 self.undecided(
                     "UNDECIDED_KEYWORD",
                     &format!("{path}/{key}"),
@@ -476,10 +686,11 @@ impl<'a> Cx<'a> {
                 return;
             }
         }
+        let ao = ao.map;
         for k in bo.keys() {
             if !KNOWN.contains(&k.as_str())
                 && !ANNOTATIONS.contains(&k.as_str())
-                && bo.get(k) != ao.get(k)
+                && self.differ(bo.get(k), ao.get(k))
             {
                 self.undecided(
                     "UNDECIDED_KEYWORD",
@@ -533,7 +744,8 @@ impl<'a> Cx<'a> {
     /// Whether `a` minus `key` (a superset of `a`) already fits `b`.
     fn fits_without<'x>(
         &mut self,
-        ao: &Map<String, Value>,
+        a: &'x Value,
+        ao: View<'x>,
         key: &str,
         b: &'x Value,
         path: &str,
@@ -541,18 +753,28 @@ impl<'a> Cx<'a> {
     where
         'a: 'x,
     {
-        let mut rest = ao.clone();
-        rest.remove(key);
-        if key == "if" {
-            rest.remove("then");
-            rest.remove("else");
-        }
-        let rest = Value::Object(rest);
-        self.trial(|cx| cx.sub_resolved(&rest, b, path)).is_empty()
+        let skip = ao.skip | skip_bit(key);
+        self.trial(|cx| cx.sub_skipping(a, skip, b, path))
+            .is_empty()
+    }
+
+    /// Whether two keyword values differ, paying for the walk.
+    fn differ(&mut self, a: Option<&Value>, b: Option<&Value>) -> bool {
+        let mut walked = 0;
+        let eq = match (a, b) {
+            (Some(a), Some(b)) => equal(a, b, &mut walked),
+            (None, None) => true,
+            _ => false,
+        };
+        !(self.spend(walked) && eq)
     }
 
     fn values_fit(&mut self, values: Vec<&Value>, bo: &Map<String, Value>, path: &str) {
         let b = Value::Object(bo.clone());
+        // Compiling and trying each value costs about the reader's size per value.
+        if !self.spend(nodes(&b).saturating_mul(values.len() as u64 + 1)) {
+            return;
+        }
         let Ok(validator) = jsonschema::options().build(&b) else {
             self.undecided(
                 "UNDECIDED_SCHEMA",
@@ -862,38 +1084,53 @@ fn is_false(v: &Value) -> bool {
     matches!(v, Value::Bool(false))
 }
 
-/// Equal once annotations are ignored.
-fn same(a: &Value, b: &Value) -> bool {
+/// Equal once annotations are ignored (`a` read through its view); `walked` counts the
+/// nodes looked at.
+fn same_obj(a: View<'_>, b: &Map<String, Value>, walked: &mut u64) -> bool {
+    let keys_a: BTreeSet<&String> = a
+        .keys()
+        .filter(|k| !ANNOTATIONS.contains(&k.as_str()))
+        .collect();
+    let keys_b: BTreeSet<&String> = b
+        .keys()
+        .filter(|k| !ANNOTATIONS.contains(&k.as_str()))
+        .collect();
+    *walked += (keys_a.len() + keys_b.len()) as u64 + 1;
+    keys_a == keys_b
+        && keys_a
+            .iter()
+            .all(|k| same_value(k, &a.map[k.as_str()], &b[k.as_str()], walked))
+}
+
+fn same(a: &Value, b: &Value, walked: &mut u64) -> bool {
     match (a, b) {
-        (Value::Object(x), Value::Object(y)) => {
-            let keys = |o: &Map<String, Value>| -> BTreeSet<String> {
-                o.keys()
-                    .filter(|k| !ANNOTATIONS.contains(&k.as_str()))
-                    .cloned()
-                    .collect()
-            };
-            keys(x) == keys(y) && keys(x).iter().all(|k| same_value(k, &x[k], &y[k]))
-        }
-        _ => a == b,
+        (Value::Object(x), Value::Object(y)) => same_obj(View { map: x, skip: 0 }, y, walked),
+        _ => equal(a, b, walked),
     }
 }
 
 /// Compares keyword values, recursing into subschemas so that nested annotations are ignored.
-fn same_value(key: &str, a: &Value, b: &Value) -> bool {
+fn same_value(key: &str, a: &Value, b: &Value, walked: &mut u64) -> bool {
+    *walked += 1;
     match key {
         "properties" | "patternProperties" | "$defs" | "definitions" => match (a, b) {
             (Value::Object(x), Value::Object(y)) => {
-                x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+                x.len() == y.len()
+                    && x.iter()
+                        .all(|(k, v)| y.get(k).is_some_and(|w| same(v, w, walked)))
             }
-            _ => a == b,
+            _ => equal(a, b, walked),
         },
         "allOf" | "anyOf" | "oneOf" | "prefixItems" => match (a, b) {
             (Value::Array(x), Value::Array(y)) => {
-                x.len() == y.len() && x.iter().zip(y).all(|(v, w)| same(v, w))
+                x.len() == y.len() && x.iter().zip(y).all(|(v, w)| same(v, w, walked))
             }
-            _ => a == b,
+            _ => equal(a, b, walked),
         },
-        "required" => strings(Some(a)) == strings(Some(b)),
+        "required" => {
+            *walked += (a.as_array().map_or(0, Vec::len) + b.as_array().map_or(0, Vec::len)) as u64;
+            strings(Some(a)) == strings(Some(b))
+        }
         "items"
         | "additionalProperties"
         | "not"
@@ -902,8 +1139,33 @@ fn same_value(key: &str, a: &Value, b: &Value) -> bool {
         | "else"
         | "contains"
         | "propertyNames"
-        | "additionalItems" => same(a, b),
+        | "additionalItems" => same(a, b, walked),
+        _ => equal(a, b, walked),
+    }
+}
+
+/// `a == b`, counting the nodes looked at in `walked`.
+fn equal(a: &Value, b: &Value, walked: &mut u64) -> bool {
+    *walked += 1;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| equal(v, w, walked)))
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(v, w)| equal(v, w, walked))
+        }
         _ => a == b,
+    }
+}
+
+/// The number of nodes in `v`.
+fn nodes(v: &Value) -> u64 {
+    1 + match v {
+        Value::Object(o) => o.values().map(nodes).sum(),
+        Value::Array(a) => a.iter().map(nodes).sum(),
+        _ => 0,
     }
 }
 
@@ -956,17 +1218,13 @@ fn enumerated(s: &Map<String, Value>) -> Option<Vec<&Value>> {
     None
 }
 
-fn has_ref(v: &Value) -> bool {
+fn has_ref(v: &Value, walked: &mut u64) -> bool {
+    *walked += 1;
     match v {
-        Value::Object(o) => o.iter().any(|(k, v)| k == "$ref" || has_ref(v)),
-        Value::Array(a) => a.iter().any(has_ref),
+        Value::Object(o) => o.iter().any(|(k, v)| k == "$ref" || has_ref(v, walked)),
+        Value::Array(a) => a.iter().any(|v| has_ref(v, walked)),
         _ => false,
     }
-}
-
-fn only_key(o: &Map<String, Value>, key: &str) -> bool {
-    o.keys()
-        .all(|k| k == key || ANNOTATIONS.contains(&k.as_str()))
 }
 
 /// Branches that no instance can satisfy two of: distinct single types, or distinct `const`
@@ -1548,5 +1806,73 @@ mod tests {
             assert_eq!(Level::parse(l.as_str()), Some(l));
         }
         assert_eq!(Level::parse("backward"), None);
+    }
+
+    /// `depth` levels, each an `allOf` naming the level below twice: explored pair by pair
+    /// without memory, it costs 2^depth comparisons.
+    fn doubling(depth: usize, leaf: Value) -> Value {
+        let mut defs = serde_json::Map::new();
+        defs.insert("l0".into(), leaf);
+        for i in 1..=depth {
+            let below = json!({"$ref": format!("#/$defs/l{}", i - 1)});
+            defs.insert(format!("l{i}"), json!({"allOf": [below.clone(), below]}));
+        }
+        json!({"$defs": defs, "$ref": format!("#/$defs/l{depth}")})
+    }
+
+    #[test]
+    fn repeated_references_cost_each_pair_once() {
+        let old = doubling(
+            32,
+            json!({"type": "object", "properties": {"x": {"type": "string"}}}),
+        );
+        let wider = doubling(
+            32,
+            json!({"type": ["object", "null"], "properties": {"x": {"type": "string"}}}),
+        );
+        let narrower = doubling(
+            32,
+            json!({"type": "object", "properties": {"x": {"type": "string", "maxLength": 3}}}),
+        );
+        // Decided well inside a budget that 2^32 comparisons would exceed by far.
+        let budget = 200_000;
+        assert_eq!(
+            check_within(Level::Backward, &wider, &[&old], budget),
+            Verdict::Compatible
+        );
+        // A writer `allOf` whose parts all fail is "cannot decide", reached without the
+        // budget running out.
+        for (level, new) in [(Level::Full, &wider), (Level::Backward, &narrower)] {
+            match check_within(level, new, &[&old], budget) {
+                Verdict::Undecided(f) => {
+                    assert!(f.iter().all(|f| f.kind == "UNDECIDED_COMBINATOR"), "{f:?}")
+                }
+                v => panic!("{v:?}"),
+            }
+        }
+        // One break reached by 2^32 routes through the reader: decided, listed a bounded
+        // number of times.
+        let plain = json!({"type": "object", "properties": {"x": {"type": "string"}}});
+        match check_within(Level::Backward, &narrower, &[&plain], budget) {
+            Verdict::Incompatible(f) => {
+                assert!(f.iter().all(|f| f.kind == "MAX_LENGTH_DECREASED"), "{f:?}");
+                assert!(f.len() <= MAX_FINDINGS, "{}", f.len());
+            }
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn a_spent_budget_answers_cannot_decide() {
+        let old = doubling(8, json!({"type": "object"}));
+        let new = doubling(8, json!({"type": ["object", "null"]}));
+        assert_eq!(check(Level::Backward, &new, &[&old]), Verdict::Compatible);
+        match check_within(Level::Backward, &new, &[&old], 10) {
+            Verdict::Undecided(f) => {
+                assert!(f.iter().any(|f| f.kind == "UNDECIDED_BUDGET"), "{f:?}");
+                assert!(f[0].to_string().contains("registry.compat_budget"), "{f:?}");
+            }
+            v => panic!("{v:?}"),
+        }
     }
 }
