@@ -512,6 +512,15 @@ pub struct RegistryConfig {
     pub poll_interval: HumanDuration,
     /// Registry reads (GET, lookups, compatibility checks) without a `registry:read` scope.
     pub open_reads: bool,
+    /// The largest body a registration, lookup or compatibility request may have (the
+    /// schema, JSON-encoded in it); larger ones get 413 before they are parsed.
+    pub max_schema_bytes: ByteSize,
+    /// The work one compatibility check may do, in steps (a pair of subschemas compared, or
+    /// a schema node walked); past it the answer is "cannot decide" (409 on registration).
+    pub compat_budget: u64,
+    /// How long compiling a schema or checking compatibility may take before the client is
+    /// answered (cannot decide, or 422 for a compilation).
+    pub compat_timeout: HumanDuration,
 }
 
 impl Default for RegistryConfig {
@@ -521,6 +530,9 @@ impl Default for RegistryConfig {
             on_conflict: OnConflict::Fail,
             poll_interval: HumanDuration::from_secs(5),
             open_reads: false,
+            max_schema_bytes: ByteSize(MIB),
+            compat_budget: crate::registry::compat::DEFAULT_BUDGET,
+            compat_timeout: HumanDuration::from_secs(10),
         }
     }
 }
@@ -1049,6 +1061,21 @@ impl Config {
                 "registry.poll_interval",
                 "must be greater than 0",
             ));
+        }
+        for (field, zero) in [
+            (
+                "registry.max_schema_bytes",
+                self.registry.max_schema_bytes.0 == 0,
+            ),
+            ("registry.compat_budget", self.registry.compat_budget == 0),
+            (
+                "registry.compat_timeout",
+                self.registry.compat_timeout.0.is_zero(),
+            ),
+        ] {
+            if zero {
+                return Err(field_error(field, "must be greater than 0"));
+            }
         }
         // Builds the key sets (reading key files) without fetching anything.
         crate::auth::Authenticator::check_config(&self.auth)

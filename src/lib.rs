@@ -75,7 +75,8 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
         .await
         .context("reading schema files")?;
     let fail = config.registry.on_conflict == config::OnConflict::Fail;
-    let boot = registry::bootstrap(&*registry, &files, fail)
+    let schema_work = Arc::new(registry::SchemaWork::new(&config.registry));
+    let boot = registry::bootstrap(&*registry, &files, fail, &schema_work)
         .await
         .context("registering schema files")?;
     tracing::info!(
@@ -118,6 +119,7 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
         rate_limits: pipeline::ratelimit::RateLimiter::from_config(&config.rate_limits),
         admission,
         registry,
+        schema_work,
         auth,
         cors,
         pipeline: Pipeline {

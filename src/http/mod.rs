@@ -35,6 +35,8 @@ pub struct App {
     pub admission: crate::pipeline::admission::AdmissionControl,
     pub rate_limits: crate::pipeline::ratelimit::RateLimiter,
     pub registry: Arc<dyn crate::registry::store::RegistryStore>,
+    /// Where schema compilation and compatibility checks run (off the async workers).
+    pub schema_work: Arc<crate::registry::SchemaWork>,
     pub auth: Arc<Authenticator>,
     pub cors: Cors,
     pub metrics: PrometheusHandle,

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
@@ -22,7 +22,7 @@ use super::App;
 use crate::config::AuthMode;
 use crate::registry::compat::{self, Level};
 use crate::registry::store::{canonical, StoreError, VersionRef};
-use crate::registry::{compat_check, compile_schema};
+use crate::registry::WorkError;
 
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 /// In characters (the spec's maxLength). Confluent's limit is of the same order; event types are much shorter.
@@ -65,8 +65,36 @@ pub fn routes(app: Arc<App>) -> axum::Router<Arc<App>> {
             "/compatibility/subjects/{subject}/versions",
             post(check_all),
         )
+        // Request bodies (schemas) are bounded before they are read into memory.
+        .layer(DefaultBodyLimit::max(
+            usize::try_from(app.config.registry.max_schema_bytes.0).unwrap_or(usize::MAX),
+        ))
         // Credentials and scopes before any handler runs.
         .route_layer(middleware::from_fn_with_state(app, authorize))
+}
+
+/// A request body, read up to `registry.max_schema_bytes`; past it, a Confluent-shaped 413.
+pub struct Body(Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
+    type Rejection = SrError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, SrError> {
+        Bytes::from_request(req, state)
+            .await
+            .map(Body)
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    SrError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        41301,
+                        "the request body is larger than registry.max_schema_bytes",
+                    )
+                } else {
+                    SrError::new(e.status(), 40001, e.body_text())
+                }
+            })
+    }
 }
 
 /// A Confluent-shaped error.
@@ -88,15 +116,25 @@ impl SrError {
 
 impl IntoResponse for SrError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
+        // Busy answers (503) are the registry protecting itself, not a fault to log.
+        if self.status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(code = self.code, error = %self.message, "registry request failed");
         }
         let body = json!({"error_code": self.code, "message": self.message});
         let mut resp = (self.status, body.to_string()).into_response();
         resp.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         resp
     }
+}
+
+/// Every check slot stayed busy: try again.
+fn busy(e: WorkError) -> SrError {
+    SrError::new(StatusCode::SERVICE_UNAVAILABLE, 50002, e.to_string())
 }
 
 impl From<StoreError> for SrError {
@@ -127,6 +165,7 @@ impl From<StoreError> for SrError {
                     m.join("; ")
                 ),
             ),
+            StoreError::Busy(m) => SrError::new(StatusCode::SERVICE_UNAVAILABLE, 50002, m.clone()),
             StoreError::Backend(m) => SrError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 50001,
@@ -331,7 +370,11 @@ fn json_content_type(headers: &HeaderMap) -> Result<(), SrError> {
 
 /// The body of register, lookup and compatibility calls: a JSON Schema, compiled to make sure
 /// it is one, as (parsed, canonical text).
-fn schema_body(headers: &HeaderMap, body: &Bytes) -> Result<(Value, String), SrError> {
+async fn schema_body(
+    app: &App,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(Arc<Value>, String), SrError> {
     json_content_type(headers)?;
     let invalid = |m: String| SrError::new(StatusCode::UNPROCESSABLE_ENTITY, 42201, m);
     let req: SchemaRequest = serde_json::from_slice(body)
@@ -353,8 +396,21 @@ fn schema_body(headers: &HeaderMap, body: &Bytes) -> Result<(Value, String), SrE
             "Invalid schema of type JSON, details: not JSON: {e}"
         ))
     })?;
-    compile_schema(&schema)
-        .map_err(|e| invalid(format!("Invalid schema of type JSON, details: {e}")))?;
+    let schema = Arc::new(schema);
+    match app.schema_work.compile(schema.clone()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            return Err(invalid(format!(
+                "Invalid schema of type JSON, details: {e}"
+            )))
+        }
+        Err(e @ WorkError::TimedOut(_)) => {
+            return Err(invalid(format!(
+                "Invalid schema of type JSON, details: {e}"
+            )))
+        }
+        Err(e @ WorkError::Busy) => return Err(busy(e)),
+    }
     let text = canonical(&schema);
     Ok((schema, text))
 }
@@ -406,13 +462,13 @@ async fn register(
     State(app): State<Arc<App>>,
     SrPath(subject): SrPath<String>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Response, SrError> {
     let subject = subject_ok(&subject)?;
-    let (schema, text) = schema_body(&headers, &body)?;
+    let (schema, text) = schema_body(&app, &headers, &body).await?;
     let r = app
-        .registry
-        .register(subject, "JSON", &text, &compat_check(&schema))
+        .schema_work
+        .register(&*app.registry, subject, schema, &text)
         .await?;
     if !r.existed {
         tracing::info!(subject, version = r.version, id = r.id, "schema registered");
@@ -452,10 +508,10 @@ async fn lookup(
     SrPath(subject): SrPath<String>,
     f: Flags,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Response, SrError> {
     let subject = subject_ok(&subject)?;
-    let (_, text) = schema_body(&headers, &body)?;
+    let (_, text) = schema_body(&app, &headers, &body).await?;
     Ok(ok(version_json(
         &app.registry.lookup(subject, &text, f.deleted).await?,
     )))
@@ -562,7 +618,7 @@ async fn global_config(State(app): State<Arc<App>>) -> Result<Response, SrError>
 async fn set_global_config(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Response, SrError> {
     let level = level_body(&headers, &body)?;
     app.registry.set_config(None, level).await?;
@@ -603,7 +659,7 @@ async fn set_subject_config(
     State(app): State<Arc<App>>,
     SrPath(subject): SrPath<String>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Response, SrError> {
     let subject = subject_ok(&subject)?;
     let level = level_body(&headers, &body)?;
@@ -649,11 +705,11 @@ async fn check_version(
     SrPath((subject, v)): SrPath<(String, String)>,
     f: Flags,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Response, SrError> {
     let subject = subject_ok(&subject)?;
     let v = version_ref(&v)?;
-    let (schema, _) = schema_body(&headers, &body)?;
+    let (schema, _) = schema_body(&app, &headers, &body).await?;
     let old = match app.registry.version(subject, v, false).await {
         Ok(old) => old,
         Err(StoreError::SubjectNotFound(_)) | Err(StoreError::VersionNotFound(..))
@@ -666,18 +722,18 @@ async fn check_version(
         }
         Err(e) => return Err(e.into()),
     };
-    let old: Value = serde_json::from_str(&old.schema)
-        .map_err(|e| SrError::new(StatusCode::INTERNAL_SERVER_ERROR, 50001, e.to_string()))?;
     let level = match level_for(&app, subject).await? {
         Level::BackwardTransitive => Level::Backward,
         Level::ForwardTransitive => Level::Forward,
         Level::FullTransitive => Level::Full,
         l => l,
     };
-    Ok(compat_answer(
-        compat::check(level, &schema, &[&old]),
-        f.verbose,
-    ))
+    let verdict = app
+        .schema_work
+        .check(level, schema, vec![old.schema])
+        .await
+        .map_err(busy)?;
+    Ok(compat_answer(verdict, f.verbose))
 }
 
 /// Against every live version, as registration would check.
@@ -686,10 +742,10 @@ async fn check_all(
     SrPath(subject): SrPath<String>,
     f: Flags,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Response, SrError> {
     let subject = subject_ok(&subject)?;
-    let (schema, _) = schema_body(&headers, &body)?;
+    let (schema, _) = schema_body(&app, &headers, &body).await?;
     let mut previous = Vec::new();
     if let Ok(versions) = app.registry.versions(subject, false).await {
         for n in versions {
@@ -697,15 +753,14 @@ async fn check_all(
                 .registry
                 .version(subject, VersionRef::Number(n), false)
                 .await?;
-            previous.push(serde_json::from_str::<Value>(&v.schema).map_err(|e| {
-                SrError::new(StatusCode::INTERNAL_SERVER_ERROR, 50001, e.to_string())
-            })?);
+            previous.push(v.schema);
         }
     }
-    let prev: Vec<&Value> = previous.iter().collect();
     let level = level_for(&app, subject).await?;
-    Ok(compat_answer(
-        compat::check(level, &schema, &prev),
-        f.verbose,
-    ))
+    let verdict = app
+        .schema_work
+        .check(level, schema, previous)
+        .await
+        .map_err(busy)?;
+    Ok(compat_answer(verdict, f.verbose))
 }

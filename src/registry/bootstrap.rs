@@ -2,11 +2,10 @@
 //! registered at start when the registry does not hold them yet, in version order, through
 //! the same compatibility check as the API.
 
-use serde_json::Value;
+use std::sync::Arc;
 
-use super::compat::{self, Level};
 use super::store::{canonical, RegistryStore, StoreError, VersionRef};
-use super::{compile_schema, RegistryError, StoredSchema};
+use super::{compile_schema, RegistryError, SchemaWork, StoredSchema};
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Bootstrapped {
@@ -16,21 +15,6 @@ pub struct Bootstrapped {
     pub conflicts: Vec<String>,
 }
 
-/// The check the API and the bootstrap run inside a registration.
-pub fn compat_check(
-    new: &Value,
-) -> impl Fn(Level, &[Value]) -> Result<(), Vec<String>> + Send + Sync + '_ {
-    move |level, previous| {
-        let prev: Vec<&Value> = previous.iter().collect();
-        let verdict = compat::check(level, new, &prev);
-        if verdict.is_compatible() {
-            Ok(())
-        } else {
-            Err(verdict.messages())
-        }
-    }
-}
-
 /// Registers the files the registry lacks. A file whose version number the subject already
 /// holds with another schema, or that the registry refuses, is a conflict: an error, or a
 /// warning when `fail_on_conflict` is false.
@@ -38,6 +22,7 @@ pub async fn bootstrap(
     store: &dyn RegistryStore,
     files: &[StoredSchema],
     fail_on_conflict: bool,
+    work: &SchemaWork,
 ) -> Result<Bootstrapped, RegistryError> {
     let mut out = Bootstrapped::default();
     for f in files {
@@ -86,8 +71,8 @@ pub async fn bootstrap(
                         )),
                     }
                 } else {
-                    match store
-                        .register(&f.subject, "JSON", &text, &compat_check(&f.schema))
+                    match work
+                        .register(store, &f.subject, Arc::new(f.schema.clone()), &text)
                         .await
                     {
                         Ok(r) => {

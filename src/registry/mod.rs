@@ -14,9 +14,11 @@ pub mod compat;
 mod dir;
 mod source;
 pub mod store;
+mod work;
 
-pub use bootstrap::{bootstrap, compat_check, Bootstrapped};
+pub use bootstrap::{bootstrap, Bootstrapped};
 pub use source::StoreSource;
+pub use work::{SchemaWork, WorkError};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -233,10 +235,21 @@ pub struct ValidatorCache {
     catalog: ArcSwap<Catalog>,
 }
 
+/// Compiling is proportional to what was registered: it runs on a blocking thread.
+async fn compile_off_workers(
+    stored: Vec<StoredSchema>,
+    previous: Option<Arc<Catalog>>,
+) -> Result<Catalog, RegistryError> {
+    tokio::task::spawn_blocking(move || Catalog::compile_reusing(&stored, previous.as_deref()))
+        .await
+        .map_err(|e| RegistryError::Store(format!("compiling schemas: {e}")))?
+}
+
 impl ValidatorCache {
     /// Loads and compiles every schema; any schema that does not compile stops start-up.
     pub async fn load(store: Arc<dyn SchemaStore>) -> Result<ValidatorCache, RegistryError> {
-        let catalog = Catalog::compile(&store.all_schemas().await?)?;
+        let stored = store.all_schemas().await?;
+        let catalog = compile_off_workers(stored, None).await?;
         Ok(ValidatorCache {
             store,
             catalog: ArcSwap::from_pointee(catalog),
@@ -246,7 +259,8 @@ impl ValidatorCache {
     /// Rebuilds the catalog from the store; readers keep the old one until the swap.
     pub async fn reload(&self) -> Result<usize, RegistryError> {
         let previous = self.catalog.load_full();
-        let catalog = Catalog::compile_reusing(&self.store.all_schemas().await?, Some(&previous))?;
+        let stored = self.store.all_schemas().await?;
+        let catalog = compile_off_workers(stored, Some(previous)).await?;
         let n = catalog.len();
         self.catalog.store(Arc::new(catalog));
         Ok(n)

@@ -1,12 +1,13 @@
 //! The registry behind ingest: schema files registered at start, global ids on records, and
 //! changes made through one replica enforced by another sharing PostgreSQL.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sluice::config::{Config, OnConflict};
-use sluice::registry::compat_check;
-use sluice::registry::store::{canonical, PostgresStore, RegistryStore};
+use sluice::registry::store::{canonical, PostgresStore};
+use sluice::registry::SchemaWork;
 
 use crate::registry_store::PgSchema;
 use crate::support::{unique, TestServer, Workspace, STRICT};
@@ -102,8 +103,8 @@ async fn registry_postgres_change_through_one_replica_is_enforced_by_another_wit
     let store = PostgresStore::open(&pg.url).await.unwrap();
     let v2 = json!({"type": "object", "properties": {"n": {"type": "integer"}, "m": {"type": "string"}}, "required": ["n"], "additionalProperties": false});
     let registered_at = Instant::now();
-    let r = store
-        .register(&ty, "JSON", &canonical(&v2), &compat_check(&v2))
+    let r = SchemaWork::new(&Default::default())
+        .register(&store, &ty, Arc::new(v2.clone()), &canonical(&v2))
         .await
         .unwrap();
     assert_eq!(r.version, 2);

@@ -534,3 +534,86 @@ async fn registry_api_two_replicas_registering_at_once_get_distinct_ids_and_one_
         .1;
     assert_eq!(list_a, list_b);
 }
+
+/// `depth` levels, each an `allOf` naming the level below twice (2^depth routes to the leaf):
+/// the 2 KB shape that used to stop the server.
+fn doubling(depth: usize, leaf: Value) -> Value {
+    let mut defs = serde_json::Map::new();
+    defs.insert("l0".into(), leaf);
+    for i in 1..=depth {
+        let below = json!({"$ref": format!("#/$defs/l{}", i - 1)});
+        defs.insert(format!("l{i}"), json!({"allOf": [below.clone(), below]}));
+    }
+    json!({"$defs": defs, "$ref": format!("#/$defs/l{depth}")})
+}
+
+#[tokio::test]
+async fn registry_api_costly_schemas_are_bounded_and_the_server_keeps_answering() {
+    let ws = Workspace::new();
+    let mut cfg = ws.config();
+    cfg.registry.max_schema_bytes = sluice::config::ByteSize(8 * 1024);
+    let s = TestServer::start_ready(cfg).await;
+    let c = Call { s: &s, token: None };
+    let subject = unique("it.costly.");
+    let path = format!("/subjects/{subject}/versions");
+    let v1 = doubling(32, json!({"type": "object"}));
+    let v2 = doubling(32, json!({"type": ["object", "null"]}));
+    assert_eq!(c.post(&path, schema_req(&v1)).await.0, 200);
+    // Compared pair by pair with memory: decided (v2 reads all of v1's data), while the
+    // server answers everything else.
+    let (health, (st, b)) = tokio::join!(c.get("/healthz"), c.post(&path, schema_req(&v2)));
+    assert_eq!(health.0, 200);
+    assert_eq!(st, 200, "{b}");
+    let check = format!("/compatibility/subjects/{subject}/versions/latest?verbose=true");
+    let (st, b) = c.post(&check, schema_req(&v1)).await;
+    assert_eq!((st, &b["is_compatible"]), (200, &json!(false)), "{b}");
+
+    // Bodies past registry.max_schema_bytes are refused before they are parsed.
+    let big = json!({"type": "object", "description": "x".repeat(9 * 1024)});
+    let (st, b) = c.post(&path, schema_req(&big)).await;
+    assert_eq!((st, code(&b)), (413, 41301), "{b}");
+    assert!(
+        b["message"]
+            .as_str()
+            .unwrap()
+            .contains("registry.max_schema_bytes"),
+        "{b}"
+    );
+}
+
+#[tokio::test]
+async fn registry_api_a_check_past_its_budget_is_cannot_decide_not_a_guess() {
+    let ws = Workspace::new();
+    let mut cfg = ws.config();
+    cfg.registry.compat_budget = 50;
+    let s = TestServer::start_ready(cfg).await;
+    let c = Call { s: &s, token: None };
+    let subject = unique("it.budget.");
+    let path = format!("/subjects/{subject}/versions");
+    assert_eq!(
+        c.post(&path, schema_req(&doubling(8, json!({"type": "object"}))))
+            .await
+            .0,
+        200
+    );
+    let wider = doubling(8, json!({"type": ["object", "null"]}));
+    let check = format!("/compatibility/subjects/{subject}/versions/latest?verbose=true");
+    let (st, b) = c.post(&check, schema_req(&wider)).await;
+    assert_eq!((st, &b["is_compatible"]), (200, &json!(false)), "{b}");
+    assert!(
+        b["messages"][0]
+            .as_str()
+            .unwrap()
+            .contains("UNDECIDED_BUDGET"),
+        "{b}"
+    );
+    let (st, b) = c.post(&path, schema_req(&wider)).await;
+    assert_eq!((st, code(&b)), (409, 40901), "{b}");
+    assert!(
+        b["message"]
+            .as_str()
+            .unwrap()
+            .contains("registry.compat_budget"),
+        "{b}"
+    );
+}

@@ -5,12 +5,12 @@
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use sluice::registry::compat::{self, Level};
+use sluice::registry::compat::Level;
 use sluice::registry::store::{
-    canonical, PostgresStore, Registered, RegistryStore, SqliteStore, StoreError, SubjectVersion,
-    VersionRef,
+    self, canonical, Basis, PostgresStore, Prepared, Registered, RegistryStore, SqliteStore,
+    StoreError, SubjectVersion, VersionRef,
 };
-use sluice::registry::{bootstrap, StoredSchema};
+use sluice::registry::{bootstrap, SchemaWork, StoredSchema};
 
 use crate::support::unique;
 
@@ -77,15 +77,13 @@ fn schema(v: Value) -> String {
     canonical(&v)
 }
 
-fn backward_check(level: Level, previous: &[Value], new: &Value) -> Result<(), Vec<String>> {
-    let prev: Vec<&Value> = previous.iter().collect();
-    let v = compat::check(level, new, &prev);
-    if v.is_compatible() {
-        Ok(())
-    } else {
-        Err(v.messages())
-    }
+/// The schema work of one replica.
+fn work() -> SchemaWork {
+    SchemaWork::new(&Default::default())
 }
+
+/// This test process as one replica (`register` below).
+static WORK: std::sync::LazyLock<SchemaWork> = std::sync::LazyLock::new(work);
 
 async fn register(
     store: &dyn RegistryStore,
@@ -93,8 +91,63 @@ async fn register(
     v: Value,
 ) -> Result<Registered, StoreError> {
     let text = schema(v.clone());
-    let check = move |level: Level, prev: &[Value]| backward_check(level, prev, &v);
-    store.register(subject, "JSON", &text, &check).await
+    WORK.register(store, subject, Arc::new(v), &text).await
+}
+
+/// The check runs with nothing held (it may read the store itself), and when the subject
+/// changes during it (another replica registered), it runs again against what is there now.
+async fn checks_unlocked_and_again_after_a_concurrent_change(store: &dyn RegistryStore) {
+    let s = unique("it.reg.race.");
+    let open = json!({"type": "object"});
+    register(store, &s, open.clone()).await.unwrap();
+    // BACKWARD compares with the latest: ours reads `open`'s data, not `theirs`'s strings.
+    let theirs = json!({"type": ["object", "string"]});
+    let ours = json!({"type": "object", "title": "ours"});
+    let seen = std::sync::Mutex::new(Vec::new());
+    let result = store::register(
+        store,
+        &s,
+        "JSON",
+        &schema(ours.clone()),
+        |level, previous| {
+            let first = {
+                let mut seen = seen.lock().unwrap();
+                seen.push(previous.clone());
+                seen.len() == 1
+            };
+            let (theirs, ours, s) = (theirs.clone(), ours.clone(), s.clone());
+            async move {
+                // Reading the store here would deadlock if the check ran under its lock.
+                assert!(store.subjects(false).await?.contains(&s));
+                if first {
+                    register(store, &s, theirs).await?;
+                }
+                let prev: Vec<Value> = previous
+                    .iter()
+                    .map(|t| serde_json::from_str(t).unwrap())
+                    .collect();
+                let prev: Vec<&Value> = prev.iter().collect();
+                let v = sluice::registry::compat::check(level, &ours, &prev);
+                if v.is_compatible() {
+                    Ok(())
+                } else {
+                    Err(StoreError::Incompatible(v.messages()))
+                }
+            }
+        },
+    )
+    .await;
+    let seen = seen.into_inner().unwrap();
+    assert_eq!(seen.len(), 2, "checked again after the other registration");
+    assert_eq!(seen[0], vec![schema(open.clone())]);
+    assert_eq!(seen[1], vec![schema(open), schema(theirs)]);
+    match result {
+        Err(StoreError::Incompatible(m)) => {
+            assert!(m.iter().any(|m| m.contains("TYPE_NARROWED")), "{m:?}")
+        }
+        other => panic!("ours refuses their strings: {other:?}"),
+    }
+    assert_eq!(store.versions(&s, false).await.unwrap(), vec![1, 2]);
 }
 
 /// Everything a store must do, asserted the same way for both.
@@ -267,6 +320,7 @@ async fn registry_store_sqlite_does_everything() {
     let path = dir.path().join("nested").join("registry.db");
     let store = SqliteStore::open(&path).unwrap();
     exercise(&store).await;
+    checks_unlocked_and_again_after_a_concurrent_change(&store).await;
     // Reopening migrates nothing twice and keeps the data.
     drop(store);
     let store = SqliteStore::open(&path).unwrap();
@@ -278,6 +332,7 @@ async fn registry_store_postgres_does_everything() {
     let pg = PgSchema::new().await;
     let store = PostgresStore::open(&pg.url).await.unwrap();
     exercise(&store).await;
+    checks_unlocked_and_again_after_a_concurrent_change(&store).await;
     drop(store);
     let store = PostgresStore::open(&pg.url).await.unwrap();
     assert!(!store.live().await.unwrap().is_empty());
@@ -291,12 +346,20 @@ async fn registry_store_postgres_concurrent_registrations_get_distinct_ids_and_v
     let b = Arc::new(PostgresStore::open(&pg.url).await.unwrap());
     let subject = unique("it.race.");
     a.set_config(Some(&subject), Level::None).await.unwrap();
+    // Each replica with its own schema work, as two processes.
+    let (wa, wb) = (Arc::new(work()), Arc::new(work()));
     let mut tasks = Vec::new();
     for i in 0..40 {
-        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let (store, work) = if i % 2 == 0 {
+            (a.clone(), wa.clone())
+        } else {
+            (b.clone(), wb.clone())
+        };
         let subject = subject.clone();
         tasks.push(tokio::spawn(async move {
-            register(&*store, &subject, json!({"type": "object", "title": "x", "properties": {format!("p{i}"): {"type": "integer"}}})).await.unwrap()
+            let v = json!({"type": "object", "title": "x", "properties": {format!("p{i}"): {"type": "integer"}}});
+            let text = schema(v.clone());
+            work.register(&*store, &subject, Arc::new(v), &text).await.unwrap()
         }));
     }
     let mut ids = Vec::new();
@@ -347,7 +410,7 @@ async fn registry_store_postgres_replicas_bootstrapping_the_same_files_at_once_a
             .iter()
             .map(|s| {
                 let (s, files) = (s.clone(), files.clone());
-                tokio::spawn(async move { bootstrap(&*s, &files, true).await })
+                tokio::spawn(async move { bootstrap(&*s, &files, true, &work()).await })
             })
             .collect();
         let mut registered = 0;
@@ -387,22 +450,37 @@ impl RegistryStore for OtherReplicaCommitsBetweenReads {
         let r = self.inner.version(subject, version, include_deleted).await;
         if !self.done.swap(true, std::sync::atomic::Ordering::SeqCst) {
             let text = canonical(&self.file.schema);
-            self.inner
-                .register(&self.file.subject, "JSON", &text, &|_, _| Ok(()))
-                .await
-                .unwrap();
+            store::register(
+                &self.inner,
+                &self.file.subject,
+                "JSON",
+                &text,
+                |_, _| async { Ok(()) },
+            )
+            .await
+            .unwrap();
         }
         r
     }
-    async fn register(
+    async fn prepare_registration(
         &self,
         subject: &str,
         schema_type: &str,
         schema: &str,
-        check: sluice::registry::store::CompatCheck<'_>,
-    ) -> Result<Registered, StoreError> {
+    ) -> Result<Prepared, StoreError> {
         self.inner
-            .register(subject, schema_type, schema, check)
+            .prepare_registration(subject, schema_type, schema)
+            .await
+    }
+    async fn commit_registration(
+        &self,
+        subject: &str,
+        schema_type: &str,
+        schema: &str,
+        basis: &Basis,
+    ) -> Result<Option<Registered>, StoreError> {
+        self.inner
+            .commit_registration(subject, schema_type, schema, basis)
             .await
     }
     async fn subjects(&self, d: bool) -> Result<Vec<String>, StoreError> {
@@ -458,7 +536,7 @@ async fn registry_bootstrap_that_loses_the_race_to_another_replica_still_starts(
         file: file.clone(),
         done: Default::default(),
     };
-    let b = bootstrap(&store, std::slice::from_ref(&file), true)
+    let b = bootstrap(&store, std::slice::from_ref(&file), true, &work())
         .await
         .expect("the file the other replica registered is this one: no conflict");
     assert_eq!((b.registered, b.already), (0, 1));
@@ -467,6 +545,8 @@ async fn registry_bootstrap_that_loses_the_race_to_another_replica_still_starts(
         schema: json!({"type": "string"}),
         ..file.clone()
     };
-    let e = bootstrap(&store, &[other], true).await.unwrap_err();
+    let e = bootstrap(&store, &[other], true, &work())
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("is a different schema"), "{e}");
 }

@@ -3,9 +3,11 @@
 //! same tables and the same rules:
 //!
 //! - ids are global: one id per distinct (canonical) schema, whatever the subject;
-//! - registering is atomic and serialised per subject: the compatibility check, the new
-//!   version number and the insert happen in one transaction, so two replicas registering at
-//!   once cannot produce duplicate versions or ids;
+//! - registering is optimistic and atomic per subject ([`register`]): the subject's level and
+//!   live versions are read, the compatibility check runs with no lock or transaction held
+//!   (it may take seconds), and the insert commits only if the subject is still as read, in
+//!   a transaction serialised per subject; otherwise it starts over. Two replicas
+//!   registering at once cannot produce duplicate versions or ids, nor skip a check;
 //! - deletes are soft first (hidden, numbers never reused), then permanent;
 //! - every write bumps an `epoch`, which replicas watch to reload.
 //!
@@ -72,24 +74,110 @@ pub enum StoreError {
     NoSubjectConfig(String),
     #[error("the schema is incompatible: {}", .0.join("; "))]
     Incompatible(Vec<String>),
+    /// The registry cannot take the work now (every check slot busy, or the subject
+    /// changing under concurrent registrations); trying again later may succeed.
+    #[error("{0}")]
+    Busy(String),
     #[error("registry storage: {0}")]
     Backend(String),
 }
 
-/// The compatibility check run inside the registration transaction: the subject's level and
-/// its live schemas, oldest first.
-pub type CompatCheck<'a> = &'a (dyn Fn(Level, &[Value]) -> Result<(), Vec<String>> + Send + Sync);
+/// What a registration is checked against: read before the check, compared again at commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Basis {
+    /// The subject's effective level.
+    pub level: Level,
+    /// Its live versions as (number, global id), oldest first: ids tell a version number
+    /// reused after a permanent delete from the one that was read.
+    pub live: Vec<(u32, u32)>,
+    /// Their schema texts, in the same order.
+    pub schemas: Vec<String>,
+}
+
+pub enum Prepared {
+    /// The subject already holds this schema.
+    Existing(Registered),
+    Check(Basis),
+}
+
+/// How many times a registration starts over when the subject changed during its check
+/// (another replica committed first), waiting a little longer, at random, each time.
+const REGISTER_ATTEMPTS: u32 = 10;
+
+/// Registers `schema` (canonical text) under `subject`, or returns its existing version.
+/// `check` judges it against the subject's level and live schemas (texts, oldest first) and
+/// runs with nothing locked; the version is inserted only if the subject has not changed
+/// since.
+pub async fn register<F, Fut>(
+    store: &dyn RegistryStore,
+    subject: &str,
+    schema_type: &str,
+    schema: &str,
+    mut check: F,
+) -> Result<Registered, StoreError>
+where
+    F: FnMut(Level, Vec<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), StoreError>>,
+{
+    for attempt in 0..REGISTER_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+        let basis = match store
+            .prepare_registration(subject, schema_type, schema)
+            .await?
+        {
+            Prepared::Existing(r) => return Ok(r),
+            Prepared::Check(b) => b,
+        };
+        check(basis.level, basis.schemas.clone()).await?;
+        if let Some(r) = store
+            .commit_registration(subject, schema_type, schema, &basis)
+            .await?
+        {
+            return Ok(r);
+        }
+    }
+    Err(StoreError::Busy(format!(
+        "subject '{subject}' kept changing while the schema was checked; try again"
+    )))
+}
+
+/// Up to 10 ms times 2^attempt (at most about 1 s), spread at random so that replicas that
+/// collided do not collide again.
+fn backoff(attempt: u32) -> std::time::Duration {
+    let ceiling = 10u64 << attempt.min(7);
+    let noise = u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos(),
+    );
+    std::time::Duration::from_millis(1 + noise % ceiling)
+}
 
 #[async_trait::async_trait]
 pub trait RegistryStore: Send + Sync {
-    /// Registers `schema` (canonical text) under `subject`, or returns its existing version.
-    async fn register(
+    /// The first half of [`register`]: the existing version of `schema` (canonical text) if
+    /// the subject has it, else what to check it against.
+    async fn prepare_registration(
         &self,
         subject: &str,
         schema_type: &str,
         schema: &str,
-        check: CompatCheck<'_>,
-    ) -> Result<Registered, StoreError>;
+    ) -> Result<Prepared, StoreError>;
+
+    /// The second half: inserts the next version, in a transaction serialised per subject,
+    /// if the subject's level and live versions are still `basis`'s; `None` when they are
+    /// not (the caller checks again). A concurrent registration of the same schema returns
+    /// that version.
+    async fn commit_registration(
+        &self,
+        subject: &str,
+        schema_type: &str,
+        schema: &str,
+        basis: &Basis,
+    ) -> Result<Option<Registered>, StoreError>;
 
     async fn subjects(&self, include_deleted: bool) -> Result<Vec<String>, StoreError>;
     async fn versions(&self, subject: &str, include_deleted: bool) -> Result<Vec<u32>, StoreError>;
@@ -175,17 +263,6 @@ pub fn fingerprint(schema_type: &str, canonical: &str) -> String {
     h.update(b"\n");
     h.update(canonical.as_bytes());
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Parses stored schema texts for the compatibility check.
-fn parse_all(texts: &[String]) -> Result<Vec<Value>, StoreError> {
-    texts
-        .iter()
-        .map(|t| {
-            serde_json::from_str(t)
-                .map_err(|e| StoreError::Backend(format!("a stored schema is not JSON: {e}")))
-        })
-        .collect()
 }
 
 fn level_of(s: &str) -> Result<Level, StoreError> {

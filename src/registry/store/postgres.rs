@@ -1,14 +1,14 @@
-//! The shared store: PostgreSQL, for many replicas. Registrations take a per-subject advisory
-//! lock inside their transaction, so concurrent registrations through different replicas are
-//! serialised per subject; ids come from an identity column, so they are global and unique.
+//! The shared store: PostgreSQL, for many replicas. Registration commits take a per-subject
+//! advisory lock inside their transaction, so concurrent registrations through different
+//! replicas are serialised per subject (the check itself runs before, with nothing held); ids come from an identity column, so they are global and unique.
 //! Every write bumps `epoch` and sends `NOTIFY sluice_registry` (delivered on commit).
 
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls, Row, Transaction};
 
 use super::{
-    fingerprint, level_of, parse_all, CompatCheck, Registered, RegistryStore, StoreError,
-    SubjectVersion, VersionRef, GLOBAL,
+    fingerprint, level_of, Basis, Prepared, Registered, RegistryStore, StoreError, SubjectVersion,
+    VersionRef, GLOBAL,
 };
 use crate::registry::compat::Level;
 
@@ -224,44 +224,77 @@ async fn lock_subject(tx: &Transaction<'_>, subject: &str) -> Result<(), StoreEr
     Ok(())
 }
 
+/// The live version of `subject` holding the schema with fingerprint `fp`.
+async fn existing(
+    tx: &Transaction<'_>,
+    subject: &str,
+    fp: &str,
+) -> Result<Option<Registered>, StoreError> {
+    Ok(tx
+        .query_opt(
+            "SELECT s.id, v.version FROM sluice_versions v JOIN sluice_schemas s ON s.id = v.schema_id WHERE v.subject = $1 AND s.fingerprint = $2 AND NOT v.deleted ORDER BY v.version DESC LIMIT 1",
+            &[&subject, &fp],
+        )
+        .await
+        .map_err(db)?
+        .map(|r| Registered {
+            id: r.get::<_, i32>(0) as u32,
+            version: r.get::<_, i32>(1) as u32,
+            existed: true,
+        }))
+}
+
+/// A subject's effective level and live (version, id) pairs, oldest first.
+async fn basis(
+    tx: &Transaction<'_>,
+    subject: &str,
+) -> Result<(Level, Vec<(u32, u32)>), StoreError> {
+    let level = tx
+        .query_opt(
+            "SELECT compatibility FROM sluice_config WHERE subject IN ($1, $2) ORDER BY subject = $2 LIMIT 1",
+            &[&subject, &GLOBAL],
+        )
+        .await
+        .map_err(db)?
+        .map(|r| level_of(r.get(0)))
+        .transpose()?
+        .unwrap_or(super::DEFAULT_LEVEL);
+    let live = tx
+        .query(
+            "SELECT version, schema_id FROM sluice_versions WHERE subject = $1 AND NOT deleted ORDER BY version",
+            &[&subject],
+        )
+        .await
+        .map_err(db)?
+        .iter()
+        .map(|r| (r.get::<_, i32>(0) as u32, r.get::<_, i32>(1) as u32))
+        .collect();
+    Ok((level, live))
+}
+
 #[async_trait::async_trait]
 impl RegistryStore for PostgresStore {
-    async fn register(
+    async fn prepare_registration(
         &self,
         subject: &str,
         schema_type: &str,
         schema: &str,
-        check: CompatCheck<'_>,
-    ) -> Result<Registered, StoreError> {
+    ) -> Result<Prepared, StoreError> {
         let fp = fingerprint(schema_type, schema);
         let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(db)?;
-        lock_subject(&tx, subject).await?;
-        let existing = tx
-            .query_opt(
-                "SELECT s.id, v.version FROM sluice_versions v JOIN sluice_schemas s ON s.id = v.schema_id WHERE v.subject = $1 AND s.fingerprint = $2 AND NOT v.deleted ORDER BY v.version DESC LIMIT 1",
-                &[&subject, &fp],
-            )
+        // One snapshot for the three reads.
+        let tx = c
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
             .await
             .map_err(db)?;
-        if let Some(r) = existing {
-            return Ok(Registered {
-                id: r.get::<_, i32>(0) as u32,
-                version: r.get::<_, i32>(1) as u32,
-                existed: true,
-            });
+        if let Some(r) = existing(&tx, subject, &fp).await? {
+            return Ok(Prepared::Existing(r));
         }
-        let level = tx
-            .query_opt(
-                "SELECT compatibility FROM sluice_config WHERE subject IN ($1, $2) ORDER BY subject = $2 LIMIT 1",
-                &[&subject, &GLOBAL],
-            )
-            .await
-            .map_err(db)?
-            .map(|r| level_of(r.get(0)))
-            .transpose()?
-            .unwrap_or(super::DEFAULT_LEVEL);
-        let previous: Vec<String> = tx
+        let (level, live) = basis(&tx, subject).await?;
+        let schemas: Vec<String> = tx
             .query(
                 "SELECT s.schema FROM sluice_versions v JOIN sluice_schemas s ON s.id = v.schema_id WHERE v.subject = $1 AND NOT v.deleted ORDER BY v.version",
                 &[&subject],
@@ -271,7 +304,31 @@ impl RegistryStore for PostgresStore {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        check(level, &parse_all(&previous)?).map_err(StoreError::Incompatible)?;
+        tx.commit().await.map_err(db)?;
+        Ok(Prepared::Check(Basis {
+            level,
+            live,
+            schemas,
+        }))
+    }
+
+    async fn commit_registration(
+        &self,
+        subject: &str,
+        schema_type: &str,
+        schema: &str,
+        b: &Basis,
+    ) -> Result<Option<Registered>, StoreError> {
+        let fp = fingerprint(schema_type, schema);
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db)?;
+        lock_subject(&tx, subject).await?;
+        if let Some(r) = existing(&tx, subject, &fp).await? {
+            return Ok(Some(r));
+        }
+        if basis(&tx, subject).await? != (b.level, b.live.clone()) {
+            return Ok(None);
+        }
         tx.execute(
             "INSERT INTO sluice_schemas (schema_type, schema, fingerprint) VALUES ($1, $2, $3) ON CONFLICT (fingerprint) DO NOTHING",
             &[&schema_type, &schema, &fp],
@@ -302,11 +359,11 @@ impl RegistryStore for PostgresStore {
         .map_err(db)?;
         bump(&tx).await?;
         tx.commit().await.map_err(db)?;
-        Ok(Registered {
+        Ok(Some(Registered {
             id: id as u32,
             version: version as u32,
             existed: false,
-        })
+        }))
     }
 
     async fn subjects(&self, include_deleted: bool) -> Result<Vec<String>, StoreError> {

@@ -1,5 +1,6 @@
 //! The embedded store: one SQLite file. Registry writes are rare and short, so calls run on
-//! the caller's thread under one mutex; `BEGIN IMMEDIATE` serialises registrations.
+//! the caller's thread under one mutex; `BEGIN IMMEDIATE` serialises registration commits.
+//! No compatibility check runs under the mutex (see [`super::register`]).
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -7,8 +8,8 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::{
-    fingerprint, level_of, parse_all, CompatCheck, Registered, RegistryStore, StoreError,
-    SubjectVersion, VersionRef, GLOBAL,
+    fingerprint, level_of, Basis, Prepared, Registered, RegistryStore, StoreError, SubjectVersion,
+    VersionRef, GLOBAL,
 };
 use crate::registry::compat::Level;
 
@@ -89,6 +90,49 @@ fn bump(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The live version of `subject` holding the schema with fingerprint `fp`.
+fn existing(c: &Connection, subject: &str, fp: &str) -> Result<Option<Registered>, StoreError> {
+    c.query_row(
+        "SELECT s.id, v.version FROM versions v JOIN schemas s ON s.id = v.schema_id WHERE v.subject = ?1 AND s.fingerprint = ?2 AND v.deleted = 0 ORDER BY v.version DESC LIMIT 1",
+        params![subject, fp],
+        |r| {
+            Ok(Registered {
+                id: r.get(0)?,
+                version: r.get(1)?,
+                existed: true,
+            })
+        },
+    )
+    .optional()
+    .map_err(db)
+}
+
+/// A subject's effective level and live (version, id) pairs, oldest first.
+fn basis(c: &Connection, subject: &str) -> Result<(Level, Vec<(u32, u32)>), StoreError> {
+    let level: Option<String> = c
+        .query_row(
+            "SELECT compatibility FROM config WHERE subject IN (?1, ?2) ORDER BY subject = ?2 LIMIT 1",
+            params![subject, GLOBAL],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db)?;
+    let level = level
+        .as_deref()
+        .map(level_of)
+        .transpose()?
+        .unwrap_or(super::DEFAULT_LEVEL);
+    let mut st = c
+        .prepare_cached("SELECT version, schema_id FROM versions WHERE subject = ?1 AND deleted = 0 ORDER BY version")
+        .map_err(db)?;
+    let live = st
+        .query_map([subject], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(db)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(db)?;
+    Ok((level, live))
+}
+
 fn live_versions(
     c: &Connection,
     subject: &str,
@@ -140,44 +184,46 @@ fn pick(
 
 #[async_trait::async_trait]
 impl RegistryStore for SqliteStore {
-    async fn register(
+    async fn prepare_registration(
         &self,
         subject: &str,
         schema_type: &str,
         schema: &str,
-        check: CompatCheck<'_>,
-    ) -> Result<Registered, StoreError> {
+    ) -> Result<Prepared, StoreError> {
         let fp = fingerprint(schema_type, schema);
         self.with(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
-            let existing: Option<(u32, u32)> = tx
-                .query_row(
-                    "SELECT s.id, v.version FROM versions v JOIN schemas s ON s.id = v.schema_id WHERE v.subject = ?1 AND s.fingerprint = ?2 AND v.deleted = 0 ORDER BY v.version DESC LIMIT 1",
-                    params![subject, fp],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()
-                .map_err(db)?;
-            if let Some((id, version)) = existing {
-                return Ok(Registered { id, version, existed: true });
+            let tx = c.transaction().map_err(db)?;
+            if let Some(r) = existing(&tx, subject, &fp)? {
+                return Ok(Prepared::Existing(r));
             }
-            let level: Option<String> = tx
-                .query_row(
-                    "SELECT compatibility FROM config WHERE subject IN (?1, ?2) ORDER BY subject = ?2 LIMIT 1",
-                    params![subject, GLOBAL],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(db)?;
-            let level = level.as_deref().map(level_of).transpose()?.unwrap_or(super::DEFAULT_LEVEL);
-            let previous: Vec<String> = {
+            let (level, live) = basis(&tx, subject)?;
+            let schemas: Vec<String> = {
                 let mut st = tx
                     .prepare("SELECT s.schema FROM versions v JOIN schemas s ON s.id = v.schema_id WHERE v.subject = ?1 AND v.deleted = 0 ORDER BY v.version")
                     .map_err(db)?;
                 let rows = st.query_map([subject], |r| r.get(0)).map_err(db)?;
                 rows.collect::<Result<_, _>>().map_err(db)?
             };
-            check(level, &parse_all(&previous)?).map_err(StoreError::Incompatible)?;
+            Ok(Prepared::Check(Basis { level, live, schemas }))
+        })
+    }
+
+    async fn commit_registration(
+        &self,
+        subject: &str,
+        schema_type: &str,
+        schema: &str,
+        b: &Basis,
+    ) -> Result<Option<Registered>, StoreError> {
+        let fp = fingerprint(schema_type, schema);
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
+            if let Some(r) = existing(&tx, subject, &fp)? {
+                return Ok(Some(r));
+            }
+            if basis(&tx, subject)? != (b.level, b.live.clone()) {
+                return Ok(None);
+            }
             tx.execute(
                 "INSERT INTO schemas (schema_type, schema, fingerprint) VALUES (?1, ?2, ?3) ON CONFLICT (fingerprint) DO NOTHING",
                 params![schema_type, schema, fp],
@@ -196,7 +242,7 @@ impl RegistryStore for SqliteStore {
             .map_err(db)?;
             bump(&tx)?;
             tx.commit().map_err(db)?;
-            Ok(Registered { id, version, existed: false })
+            Ok(Some(Registered { id, version, existed: false }))
         })
     }
 
