@@ -521,6 +521,11 @@ pub struct RegistryConfig {
     /// How long compiling a schema or checking compatibility may take before the client is
     /// answered (cannot decide, or 422 for a compilation).
     pub compat_timeout: HumanDuration,
+    /// The most subschema applications a schema may make to one value of an event (its
+    /// combinators and `$ref`s, counted level by level to `limits.max_depth`); schemas that
+    /// could make more are refused (422), so validating an event costs at most this times its
+    /// size.
+    pub max_schema_fanout: u64,
 }
 
 impl Default for RegistryConfig {
@@ -533,6 +538,7 @@ impl Default for RegistryConfig {
             max_schema_bytes: ByteSize(MIB),
             compat_budget: crate::registry::compat::DEFAULT_BUDGET,
             compat_timeout: HumanDuration::from_secs(10),
+            max_schema_fanout: 1000,
         }
     }
 }
@@ -1071,6 +1077,10 @@ impl Config {
             (
                 "registry.compat_timeout",
                 self.registry.compat_timeout.0.is_zero(),
+            ),
+            (
+                "registry.max_schema_fanout",
+                self.registry.max_schema_fanout == 0,
             ),
         ] {
             if zero {

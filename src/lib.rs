@@ -75,7 +75,7 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
         .await
         .context("reading schema files")?;
     let fail = config.registry.on_conflict == config::OnConflict::Fail;
-    let schema_work = Arc::new(registry::SchemaWork::new(&config.registry));
+    let schema_work = Arc::new(registry::SchemaWork::new(&config));
     let boot = registry::bootstrap(&*registry, &files, fail, &schema_work)
         .await
         .context("registering schema files")?;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::store::{canonical, RegistryStore, StoreError, VersionRef};
-use super::{compile_schema, RegistryError, SchemaWork, StoredSchema};
+use super::{RegistryError, SchemaWork, StoredSchema};
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Bootstrapped {
@@ -27,12 +27,16 @@ pub async fn bootstrap(
     let mut out = Bootstrapped::default();
     for f in files {
         // Broken files stop start-up whatever the conflict policy: they are bugs in the repo.
-        compile_schema(&f.schema).map_err(|reason| RegistryError::Invalid {
+        let invalid = |reason: String| RegistryError::Invalid {
             subject: f.subject.clone(),
             version: f.version,
             origin: f.origin.clone(),
             reason,
-        })?;
+        };
+        work.compile(Arc::new(f.schema.clone()))
+            .await
+            .map_err(|e| invalid(e.to_string()))?
+            .map_err(invalid)?;
         let text = canonical(&f.schema);
         let conflict = match store
             .version(&f.subject, VersionRef::Number(f.version), true)

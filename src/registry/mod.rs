@@ -11,6 +11,7 @@
 
 mod bootstrap;
 pub mod compat;
+pub mod cost;
 mod dir;
 mod source;
 pub mod store;

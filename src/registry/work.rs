@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 
 use super::compat::{self, Finding, Level, Verdict};
 use super::store::{self, Registered, RegistryStore, StoreError};
-use crate::config::RegistryConfig;
+use crate::config::Config;
 
 /// Why a job was not run to an answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,6 +27,9 @@ pub enum WorkError {
 pub struct SchemaWork {
     budget: u64,
     timeout: Duration,
+    /// `registry.max_schema_fanout` and the event nesting it is counted to.
+    fanout: u64,
+    max_depth: usize,
     slots: Arc<Semaphore>,
     /// One registration per subject at a time in this replica: concurrent ones would only
     /// invalidate each other's checks. (Replicas still race, and the store settles it.)
@@ -34,15 +37,23 @@ pub struct SchemaWork {
 }
 
 impl SchemaWork {
-    pub fn new(config: &RegistryConfig) -> SchemaWork {
+    pub fn new(config: &Config) -> SchemaWork {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        SchemaWork::with(config.compat_budget, config.compat_timeout.0, cores)
+        let r = &config.registry;
+        SchemaWork {
+            fanout: r.max_schema_fanout,
+            max_depth: config.limits.max_depth,
+            ..SchemaWork::with(r.compat_budget, r.compat_timeout.0, cores)
+        }
     }
 
     pub fn with(budget: u64, timeout: Duration, slots: usize) -> SchemaWork {
+        let defaults = Config::default();
         SchemaWork {
             budget,
             timeout,
+            fanout: defaults.registry.max_schema_fanout,
+            max_depth: defaults.limits.max_depth,
             slots: Arc::new(Semaphore::new(slots.max(1))),
             subjects: Default::default(),
         }
@@ -71,10 +82,15 @@ impl SchemaWork {
         }
     }
 
-    /// Compiles a schema as the ingest path would.
+    /// Whether a schema may be registered: it compiles as the ingest path would, and
+    /// validating an event against it is bounded ([`super::cost::fanout`]).
     pub async fn compile(&self, schema: Arc<Value>) -> Result<Result<(), String>, WorkError> {
-        self.run(move || super::compile_schema(&schema).map(drop))
-            .await
+        let (limit, depth) = (self.fanout, self.max_depth);
+        self.run(move || {
+            super::cost::fanout(&schema, depth, limit)?;
+            super::compile_schema(&schema).map(drop)
+        })
+        .await
     }
 
     /// Compares `new` with a subject's schemas (stored texts, oldest first) at `level`. Out of

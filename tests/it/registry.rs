@@ -103,7 +103,7 @@ async fn registry_postgres_change_through_one_replica_is_enforced_by_another_wit
     let store = PostgresStore::open(&pg.url).await.unwrap();
     let v2 = json!({"type": "object", "properties": {"n": {"type": "integer"}, "m": {"type": "string"}}, "required": ["n"], "additionalProperties": false});
     let registered_at = Instant::now();
-    let r = SchemaWork::new(&Default::default())
+    let r = SchemaWork::new(&sluice::config::Config::default())
         .register(&store, &ty, Arc::new(v2.clone()), &canonical(&v2))
         .await
         .unwrap();

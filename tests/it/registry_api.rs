@@ -548,10 +548,46 @@ fn doubling(depth: usize, leaf: Value) -> Value {
 }
 
 #[tokio::test]
+async fn registry_api_schemas_that_would_multiply_validation_work_are_refused() {
+    let ws = Workspace::new();
+    let s = TestServer::start_ready(ws.config()).await;
+    let c = Call { s: &s, token: None };
+    let subject = unique("it.fanout.");
+    let path = format!("/subjects/{subject}/versions");
+    // Validating one event against this took minutes: 2^32 applications to one value.
+    let (st, b) = c
+        .post(&path, schema_req(&doubling(32, json!({"type": "object"}))))
+        .await;
+    assert_eq!((st, code(&b)), (422, 42201), "{b}");
+    assert!(
+        b["message"]
+            .as_str()
+            .unwrap()
+            .contains("registry.max_schema_fanout"),
+        "{b}"
+    );
+    // Doubling with each level of the event's nesting instead.
+    let twin = |me: &str| json!({"type": "array", "items": {"oneOf": [{"$ref": "#/$defs/n"}, {"$ref": "#/$defs/m"}]}, "title": me});
+    let nested = json!({"$defs": {"n": twin("n"), "m": twin("m")}, "$ref": "#/$defs/n"});
+    let (st, b) = c.post(&path, schema_req(&nested)).await;
+    assert_eq!((st, code(&b)), (422, 42201), "{b}");
+    assert_eq!(c.get(&path).await.0, 404, "nothing was registered");
+    // A few levels of it are fine.
+    let (st, b) = c
+        .post(&path, schema_req(&doubling(4, json!({"type": "object"}))))
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let ok = json!({"type": subject, "data": {}});
+    assert_eq!(s.send_json(&ok).await.status, 200);
+}
+
+#[tokio::test]
 async fn registry_api_costly_schemas_are_bounded_and_the_server_keeps_answering() {
     let ws = Workspace::new();
     let mut cfg = ws.config();
     cfg.registry.max_schema_bytes = sluice::config::ByteSize(8 * 1024);
+    // Let the compatibility checker meet the shape (no event is sent).
+    cfg.registry.max_schema_fanout = u64::MAX;
     let s = TestServer::start_ready(cfg).await;
     let c = Call { s: &s, token: None };
     let subject = unique("it.costly.");
@@ -586,6 +622,7 @@ async fn registry_api_a_check_past_its_budget_is_cannot_decide_not_a_guess() {
     let ws = Workspace::new();
     let mut cfg = ws.config();
     cfg.registry.compat_budget = 50;
+    cfg.registry.max_schema_fanout = u64::MAX;
     let s = TestServer::start_ready(cfg).await;
     let c = Call { s: &s, token: None };
     let subject = unique("it.budget.");

@@ -79,7 +79,7 @@ fn schema(v: Value) -> String {
 
 /// The schema work of one replica.
 fn work() -> SchemaWork {
-    SchemaWork::new(&Default::default())
+    SchemaWork::new(&sluice::config::Config::default())
 }
 
 /// This test process as one replica (`register` below).
