@@ -121,6 +121,8 @@ pub struct LimitsConfig {
     pub max_events: usize,
     /// JSON nesting depth of one event (the event object itself is depth 1).
     pub max_depth: usize,
+    /// Extension attributes of one event (each becomes a Kafka header or envelope field).
+    pub max_extensions: usize,
     /// All request headers together, counted as on the wire in HTTP/1.1 (name, `: `, value,
     /// CRLF). At most [`MAX_HEADER_BYTES_CAP`]: hyper's own read buffer refuses heads past
     /// ~400 KiB with a bare 431 before Sluice sees them.
@@ -141,6 +143,7 @@ impl Default for LimitsConfig {
             max_event_bytes: ByteSize(MIB),
             max_events: 1000,
             max_depth: 64,
+            max_extensions: 32,
             max_header_bytes: ByteSize(64 * KIB),
             max_inflight_events: 20_000,
             max_inflight_bytes: ByteSize(256 * MIB),

@@ -103,8 +103,10 @@ pub enum RequestError {
     Malformed(String),
     #[error("the body nests JSON deeper than {limit} levels")]
     TooDeep { limit: usize },
-    #[error("the request carries {count} events; at most {limit} are accepted per request")]
-    TooManyEvents { count: usize, limit: usize },
+    #[error(
+        "the request carries more than {limit} events; at most {limit} are accepted per request"
+    )]
+    TooManyEvents { limit: usize },
     #[error("the request carries no events")]
     Empty,
     #[error("the event is {size} bytes; at most {limit} are accepted")]
@@ -217,16 +219,24 @@ pub fn decode_body(
 }
 
 fn decode_array(body: &Bytes, text: &str, limits: &LimitsConfig) -> Result<Decoded, RequestError> {
-    let items: Vec<&RawValue> =
-        serde_json::from_str(text).map_err(|e| RequestError::Malformed(e.to_string()))?;
+    use serde::de::DeserializeSeed;
+    // Counted while scanning: `[0,0,0,...]` of ten million items stops at the limit, not
+    // after ten million references were collected.
+    let mut de = serde_json::Deserializer::from_str(text);
+    let items = AtMost(limits.max_events)
+        .deserialize(&mut de)
+        .and_then(|items| de.end().map(|()| items))
+        .map_err(|e| {
+            if e.to_string().starts_with(TOO_MANY) {
+                RequestError::TooManyEvents {
+                    limit: limits.max_events,
+                }
+            } else {
+                RequestError::Malformed(e.to_string())
+            }
+        })?;
     if items.is_empty() {
         return Err(RequestError::Empty);
-    }
-    if items.len() > limits.max_events {
-        return Err(RequestError::TooManyEvents {
-            count: items.len(),
-            limit: limits.max_events,
-        });
     }
     Ok(items
         .iter()
@@ -235,19 +245,22 @@ fn decode_array(body: &Bytes, text: &str, limits: &LimitsConfig) -> Result<Decod
 }
 
 fn decode_ndjson(body: &Bytes, text: &str, limits: &LimitsConfig) -> Result<Decoded, RequestError> {
-    let lines: Vec<&str> = text
+    let mut lines: Vec<&str> = Vec::new();
+    for line in text
         .split('\n')
         .map(|l| l.trim_end_matches('\r'))
         .filter(|l| !l.trim().is_empty())
-        .collect();
+    {
+        // Counted while splitting, as for arrays.
+        if lines.len() == limits.max_events {
+            return Err(RequestError::TooManyEvents {
+                limit: limits.max_events,
+            });
+        }
+        lines.push(line);
+    }
     if lines.is_empty() {
         return Err(RequestError::Empty);
-    }
-    if lines.len() > limits.max_events {
-        return Err(RequestError::TooManyEvents {
-            count: lines.len(),
-            limit: limits.max_events,
-        });
     }
     for line in &lines {
         check_depth(line.as_bytes(), limits.max_depth)?;
@@ -287,18 +300,26 @@ fn decode_structured(body: &Bytes, raw: &str, limits: &LimitsConfig) -> Result<E
             ),
         ));
     }
-    let fields: HashMap<String, &RawValue> = serde_json::from_str(raw).map_err(|_| {
-        reject(
-            None,
-            EventError::new(400, "invalid_event", "", "an event must be a JSON object"),
-        )
-    })?;
+    let fields = {
+        use serde::de::DeserializeSeed;
+        let mut de = serde_json::Deserializer::from_str(raw);
+        Fields(CONTEXT_ATTRIBUTES.len() + limits.max_extensions)
+            .deserialize(&mut de)
+            .map_err(|e| {
+                let error = if e.to_string().starts_with(TOO_MANY) {
+                    too_many_extensions(limits.max_extensions)
+                } else {
+                    EventError::new(400, "invalid_event", "", "an event must be a JSON object")
+                };
+                reject(None, error)
+            })?
+    };
     let id = match fields.get("id") {
         Some(v) => Some(string_attr("id", v).map_err(|e| reject(None, e))?),
         None => None,
     };
     let fail = |e: EventError| reject(id.clone(), e);
-    let mut ev = EventBuilder::default();
+    let mut ev = EventBuilder::new(limits);
     for (name, value) in &fields {
         match name.as_str() {
             "id" => {}
@@ -333,7 +354,7 @@ pub fn decode_binary<'h>(
             limit: limits.max_event_bytes.as_usize(),
         });
     }
-    let mut ev = EventBuilder::default();
+    let mut ev = EventBuilder::new(limits);
     let mut id = None;
     let mut attr_errors = Vec::new();
     for (name, raw) in ce_headers {
@@ -381,7 +402,95 @@ pub fn decode_binary<'h>(
     })])
 }
 
-#[derive(Default)]
+/// Attributes CloudEvents defines (and `data`, `data_base64`): every other member of an event
+/// is an extension.
+const CONTEXT_ATTRIBUTES: [&str; 10] = [
+    "id",
+    "source",
+    "type",
+    "specversion",
+    "time",
+    "subject",
+    "dataschema",
+    "datacontenttype",
+    "data",
+    "data_base64",
+];
+
+/// How a bounded visitor says it stopped at its bound (serde errors carry only a message).
+const TOO_MANY: &str = "sluice: too many";
+
+fn too_many_extensions(limit: usize) -> EventError {
+    EventError::new(
+        400,
+        "too_many_extensions",
+        "",
+        format!("an event may carry at most {limit} extension attributes (limits.max_extensions)"),
+    )
+}
+
+/// A JSON array of at most `.0` raw items, refused as soon as it holds more.
+struct AtMost(usize);
+
+impl<'de> serde::de::DeserializeSeed<'de> for AtMost {
+    type Value = Vec<&'de RawValue>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for AtMost {
+    type Value = Vec<&'de RawValue>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON array of events")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.0).min(1024));
+        while let Some(item) = seq.next_element::<&'de RawValue>()? {
+            if items.len() == self.0 {
+                return Err(serde::de::Error::custom(TOO_MANY));
+            }
+            items.push(item);
+        }
+        Ok(items)
+    }
+}
+
+/// An event's members (the last of a repeated name wins), at most `.0` of them.
+struct Fields(usize);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Fields {
+    type Value = HashMap<String, &'de RawValue>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Fields {
+    type Value = HashMap<String, &'de RawValue>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = HashMap::new();
+        let mut members = 0usize;
+        while let Some((k, v)) = map.next_entry::<String, &'de RawValue>()? {
+            members += 1;
+            if members > self.0 {
+                return Err(serde::de::Error::custom(TOO_MANY));
+            }
+            fields.insert(k, v);
+        }
+        Ok(fields)
+    }
+}
+
 struct EventBuilder {
     source: Option<String>,
     ty: Option<String>,
@@ -392,9 +501,25 @@ struct EventBuilder {
     datacontenttype: Option<String>,
     extensions: Vec<(String, String)>,
     data: Option<Bytes>,
+    max_extensions: usize,
 }
 
 impl EventBuilder {
+    fn new(limits: &LimitsConfig) -> EventBuilder {
+        EventBuilder {
+            source: None,
+            ty: None,
+            specversion: None,
+            time: None,
+            subject: None,
+            dataschema: None,
+            datacontenttype: None,
+            extensions: Vec::new(),
+            data: None,
+            max_extensions: limits.max_extensions,
+        }
+    }
+
     fn attribute(&mut self, name: &str, value: &str) -> Result<(), EventError> {
         let slot = match name {
             "source" => &mut self.source,
@@ -425,6 +550,9 @@ impl EventBuilder {
                             "extension names starting with `{RESERVED_PREFIX}` are reserved for Sluice's own attributes"
                         ),
                     ));
+                }
+                if self.extensions.len() == self.max_extensions {
+                    return Err(too_many_extensions(self.max_extensions));
                 }
                 self.extensions.push((name.to_string(), value.to_string()));
                 return Ok(());
@@ -865,5 +993,69 @@ mod tests {
                 &limits,
             );
         }
+    }
+
+    #[test]
+    fn counts_are_enforced_while_scanning() {
+        let limits = LimitsConfig {
+            max_events: 3,
+            ..LimitsConfig::default()
+        };
+        let scan = |format, body: String| decode_body(format, &Bytes::from(body), &limits);
+        let three = r#"[{"type":"a"},{"type":"a"},{"type":"a"}]"#.to_string();
+        assert_eq!(scan(BodyFormat::Batch, three).unwrap().len(), 3);
+        // Ten million items: refused at the fourth, with the limit in the answer.
+        let huge = format!("[{}0]", "0,".repeat(10_000_000));
+        let e = scan(BodyFormat::Batch, huge).unwrap_err();
+        assert_eq!(e, RequestError::TooManyEvents { limit: 3 });
+        assert!(e.to_string().contains("more than 3"), "{e}");
+        let lines = "{\"type\":\"a\"}\n".repeat(1_000_000);
+        assert_eq!(
+            scan(BodyFormat::Ndjson, lines).unwrap_err(),
+            RequestError::TooManyEvents { limit: 3 }
+        );
+        // Malformed arrays still say so.
+        assert!(matches!(
+            scan(BodyFormat::Batch, "[{\"type\":\"a\"}".into()),
+            Err(RequestError::Malformed(_))
+        ));
+        assert!(matches!(
+            scan(BodyFormat::Batch, "[] x".into()),
+            Err(RequestError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn extensions_are_counted_per_event_in_every_mode() {
+        let limits = LimitsConfig {
+            max_extensions: 2,
+            ..LimitsConfig::default()
+        };
+        let event = |n: usize| {
+            let ext: String = (0..n).map(|i| format!(",\"x{i}\":1")).collect();
+            format!(r#"{{"type":"a","id":"e"{ext}}}"#)
+        };
+        let one = |body: String| {
+            decode_body(BodyFormat::Structured, &Bytes::from(body), &limits)
+                .unwrap()
+                .remove(0)
+        };
+        assert_eq!(one(event(2)).unwrap().extensions.len(), 2);
+        let e = one(event(3)).unwrap_err();
+        assert_eq!(e.error.code, "too_many_extensions");
+        // A hundred thousand members are refused without being collected first.
+        let e = one(event(50_000)).unwrap_err();
+        assert_eq!(e.error.code, "too_many_extensions");
+        // Binary mode: ce-* headers.
+        let names: Vec<String> = (0..3).map(|i| format!("x{i}")).collect();
+        let headers = names
+            .iter()
+            .map(|n| (n.as_str(), &b"1"[..]))
+            .chain([("type", &b"a"[..])]);
+        let out = decode_binary(headers, None, Bytes::new(), &limits).unwrap();
+        assert_eq!(
+            out[0].as_ref().unwrap_err().error.code,
+            "too_many_extensions"
+        );
     }
 }

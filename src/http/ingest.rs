@@ -21,12 +21,9 @@ use crate::pipeline::ratelimit::Budget;
 use crate::pipeline::Outcome;
 use crate::telemetry;
 
-/// Bodies above this are decoded on the blocking pool, so inflating and parsing megabytes
-/// does not stall other requests on the same runtime thread.
+/// Bodies above this (as inflated) are inflated and parsed on the blocking pool, so that
+/// megabytes of work do not stall other requests on the same runtime thread.
 const INLINE_DECODE_MAX: usize = 256 * 1024;
-/// The same for compressed bodies, judged by their compressed size: a few KiB of zstd can
-/// inflate to the whole decompressed cap.
-const INLINE_DECODE_MAX_COMPRESSED: usize = 8 * 1024;
 
 #[derive(Serialize)]
 struct IngestBody<'a> {
@@ -132,11 +129,10 @@ async fn accept(
     }
     // Bound memory before reading: the body's declared length, else the most it may be.
     let declared = header_str(header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
-    let _bytes = app
-        .admission
-        .admit_bytes(declared.unwrap_or(max_body as u64))
-        .await
-        .map_err(overloaded)?;
+    let first = declared.unwrap_or(max_body as u64);
+    // What is held from here on, in the whole KiB admission counts.
+    let mut admitted = first.div_ceil(1024).max(1) * 1024;
+    let _bytes = app.admission.admit_bytes(first).await.map_err(overloaded)?;
     let raw = read_body(body, max_body, app.config.server.body_timeout.0).await?;
     let raw_len = raw.len();
 
@@ -152,26 +148,30 @@ async fn accept(
     } else {
         Vec::new()
     };
-    let big = raw.len()
-        > match encoding {
-            Encoding::Identity => INLINE_DECODE_MAX,
-            Encoding::Gzip | Encoding::Zstd => INLINE_DECODE_MAX_COMPRESSED,
-        };
+    // A compressed body is admitted as it inflates, before each step holds more memory.
+    let mut inflation = Vec::new();
+    let inflated = match encoding {
+        Encoding::Identity => {
+            let limit = limits.max_decompressed_bytes.as_usize();
+            if raw.len() > limit {
+                return Err(body_error(BodyError::TooLarge { limit }));
+            }
+            raw
+        }
+        _ => inflate(app, encoding, raw, &mut admitted, &mut inflation).await?,
+    };
     let limits2 = limits.clone();
-    let decode = move || -> Result<(Decoded, usize), ApiError> {
-        let inflated = body::decode(encoding, raw, limits2.max_decompressed_bytes.as_usize())
-            .map_err(body_error)?;
-        let inflated_len = inflated.len();
+    let big = inflated.len() > INLINE_DECODE_MAX;
+    let decode = move || -> Result<Decoded, ApiError> {
         if format == BodyFormat::Binary {
             let iter = ce_headers.iter().map(|(k, v)| (k.as_str(), v.as_slice()));
             event::decode_binary(iter, content_type.as_deref(), inflated, &limits2)
         } else {
             event::decode_body(format, &inflated, &limits2)
         }
-        .map(|d| (d, inflated_len))
         .map_err(request_error)
     };
-    let (decoded, inflated_len) = if big {
+    let decoded = if big {
         tokio::task::spawn_blocking(decode)
             .await
             .map_err(ApiError::internal)??
@@ -179,14 +179,6 @@ async fn accept(
         decode()?
     };
 
-    // A compressed body was admitted at its received size; what it inflated to is held from
-    // here on, so the difference must be admitted too, or gzip would multiply the memory bound.
-    let _inflated = match (inflated_len as u64).checked_sub(raw_len as u64) {
-        Some(extra) if extra > 0 => {
-            Some(app.admission.admit_bytes(extra).await.map_err(overloaded)?)
-        }
-        _ => None,
-    };
     let n = decoded.len();
     let mut budget = None;
     if app.rate_limits.is_active() {
@@ -203,6 +195,62 @@ async fn accept(
     let _events = app.admission.admit_events(n).await.map_err(overloaded)?;
     let _inflight = InflightGuard::new(n);
     Ok((app.pipeline.process(decoded, principal).await, budget))
+}
+
+/// Inflates `raw` under `limits.max_decompressed_bytes`, admitting (into `permits`, beyond
+/// the `admitted` bytes held already) the memory each step may hold before it runs: a 19 KB
+/// gzip body that inflates to 20 MiB is charged 20 MiB as it grows, not 19 KB. The first
+/// steps, up to [`INLINE_DECODE_MAX`], run here; larger bodies inflate on the blocking pool.
+async fn inflate<'a>(
+    app: &'a App,
+    encoding: Encoding,
+    raw: Bytes,
+    admitted: &mut u64,
+    permits: &mut Vec<crate::pipeline::admission::BytesPermit<'a>>,
+) -> Result<Bytes, ApiError> {
+    let raw_len = raw.len() as u64;
+    let limit = app.config.limits.max_decompressed_bytes.as_usize();
+    let max_inflight = app.config.limits.max_inflight_bytes.0;
+    let mut inflater = body::Inflater::new(encoding, raw, limit).map_err(body_error)?;
+    loop {
+        let inline = inflater.len() < INLINE_DECODE_MAX;
+        let max = if inline {
+            (INLINE_DECODE_MAX - inflater.len()).min(inflater.len().max(16 * 1024))
+        } else {
+            body::STEP
+        };
+        // Admission counts whole KiB. At most the whole process budget, so that one request
+        // alone is always admitted.
+        let need = (raw_len + inflater.next_capacity(max) as u64)
+            .div_ceil(1024)
+            .min(max_inflight.div_ceil(1024))
+            * 1024;
+        if need > *admitted {
+            let more = app
+                .admission
+                .admit_bytes(need - *admitted)
+                .await
+                .map_err(overloaded)?;
+            permits.push(more);
+            *admitted = need;
+        }
+        let done = if inline {
+            inflater.step(max)
+        } else {
+            let (done, back) = tokio::task::spawn_blocking(move || {
+                let done = inflater.step(max);
+                (done, inflater)
+            })
+            .await
+            .map_err(ApiError::internal)?;
+            inflater = back;
+            done
+        }
+        .map_err(body_error)?;
+        if done {
+            return Ok(inflater.into_bytes());
+        }
+    }
 }
 
 async fn read_body(

@@ -99,6 +99,11 @@ impl CompiledSchema {
     /// Validates an event's `data` (absent data validates as `null`). The error names the
     /// JSON pointer of the first offending field, relative to the event.
     pub fn validate(&self, data: &Value) -> Result<(), EventError> {
+        // `is_valid` caches the results of recursive references and stops at the first
+        // failure; the error is only built for events that fail.
+        if self.validator.is_valid(data) {
+            return Ok(());
+        }
         self.validator.validate(data).map_err(|e| {
             let pointer = format!("/data{}", e.instance_path().as_str());
             // `masked` leaves the offending value out: the message may be logged.
