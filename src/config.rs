@@ -94,6 +94,17 @@ pub struct ServerConfig {
     /// after the request in progress), so clients reconnect through the load balancer and
     /// spread over new replicas; `0s`: no limit. One still busy `shutdown_grace` later is cut.
     pub max_connection_age: HumanDuration,
+    /// A request head (or, on a new connection, the first request) not complete this long
+    /// after its first byte: the connection is cut. Slowloris' bound.
+    pub header_read_timeout: HumanDuration,
+    /// A connection with no request in flight for this long is closed gracefully (HTTP/2
+    /// GOAWAY). Longer than load balancers' own idle timeouts (AWS ALB: 60 s), so that they
+    /// close first and never send on a connection Sluice is closing.
+    pub idle_timeout: HumanDuration,
+    /// Open client connections at most, per listener; new ones past it are closed at once.
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams (requests) of one connection.
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for ServerConfig {
@@ -104,7 +115,11 @@ impl Default for ServerConfig {
             shutdown_grace: HumanDuration::from_secs(30),
             drain_delay: HumanDuration::from_secs(5),
             body_timeout: HumanDuration::from_secs(30),
-            max_connection_age: HumanDuration::from_secs(0),
+            max_connection_age: HumanDuration::from_secs(300),
+            header_read_timeout: HumanDuration::from_secs(10),
+            idle_timeout: HumanDuration::from_secs(75),
+            max_connections: 10_000,
+            max_streams_per_connection: 100,
         }
     }
 }
@@ -939,10 +954,27 @@ impl Config {
                 "auth.api_keys_reload_interval",
                 self.auth.api_keys_reload_interval.0,
             ),
+            (
+                "server.header_read_timeout",
+                self.server.header_read_timeout.0,
+            ),
+            ("server.idle_timeout", self.server.idle_timeout.0),
         ] {
             if d.is_zero() {
                 return Err(field_error(name, "must be greater than 0"));
             }
+        }
+        if self.server.max_connections == 0 {
+            return Err(field_error(
+                "server.max_connections",
+                "must be greater than 0",
+            ));
+        }
+        if self.server.max_streams_per_connection == 0 {
+            return Err(field_error(
+                "server.max_streams_per_connection",
+                "must be greater than 0",
+            ));
         }
         if self.server.drain_delay.0 >= self.server.shutdown_grace.0
             && !self.server.shutdown_grace.0.is_zero()

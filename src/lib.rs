@@ -313,10 +313,7 @@ pub async fn run(
         });
     }
 
-    let limits = http::serve::ConnectionLimits {
-        max_age: Some(app.config.server.max_connection_age.0).filter(|d| !d.is_zero()),
-        close_grace: grace,
-    };
+    let limits = http::serve::ConnectionLimits::from_config(&app.config, grace);
     let main = http::serve::serve(
         tls::Listener::new(listener, tls.clone())?,
         http::router(app.clone(), admin.is_none()),

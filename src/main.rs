@@ -167,7 +167,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             });
             let limits = sluice::http::serve::ConnectionLimits {
                 max_age: None,
-                close_grace: std::time::Duration::ZERO,
+                ..sluice::http::serve::ConnectionLimits::from_config(
+                    &Default::default(),
+                    std::time::Duration::ZERO,
+                )
             };
             sluice::http::serve::serve(
                 sluice::tls::Listener::new(listener, None)?,

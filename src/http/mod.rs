@@ -2,6 +2,7 @@
 //! decoding lives in `event`, policy in `pipeline`, I/O in `sink`.
 
 mod health;
+mod idle;
 mod ingest;
 mod registry;
 pub mod serve;

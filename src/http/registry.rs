@@ -73,27 +73,34 @@ pub fn routes(app: Arc<App>) -> axum::Router<Arc<App>> {
         .route_layer(middleware::from_fn_with_state(app, authorize))
 }
 
-/// A request body, read up to `registry.max_schema_bytes`; past it, a Confluent-shaped 413.
+/// A request body, read up to `registry.max_schema_bytes` within `server.body_timeout`;
+/// past either, a Confluent-shaped 413 or 408.
 pub struct Body(Bytes);
 
-impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
+impl axum::extract::FromRequest<Arc<App>> for Body {
     type Rejection = SrError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, SrError> {
-        Bytes::from_request(req, state)
-            .await
-            .map(Body)
-            .map_err(|e| {
-                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    SrError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        41301,
-                        "the request body is larger than registry.max_schema_bytes",
-                    )
-                } else {
-                    SrError::new(e.status(), 40001, e.body_text())
-                }
-            })
+    async fn from_request(req: Request, app: &Arc<App>) -> Result<Self, SrError> {
+        let timeout = app.config.server.body_timeout.0;
+        let read = tokio::time::timeout(timeout, Bytes::from_request(req, app));
+        let Ok(read) = read.await else {
+            return Err(SrError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                40801,
+                format!("the body was not received within server.body_timeout ({timeout:?})"),
+            ));
+        };
+        read.map(Body).map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                SrError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    41301,
+                    "the request body is larger than registry.max_schema_bytes",
+                )
+            } else {
+                SrError::new(e.status(), 40001, e.body_text())
+            }
+        })
     }
 }
 

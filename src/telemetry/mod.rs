@@ -87,6 +87,11 @@ pub const HTTP_CONNECTIONS: &str = "sluice_http_connections";
 /// Connections closed for `server.max_connection_age`, by `how` (`graceful`: they finished
 /// what they had in flight; `cut`: still busy after `server.shutdown_grace`).
 pub const HTTP_CONNECTIONS_AGED: &str = "sluice_http_connections_aged_total";
+/// New connections closed at once for `server.max_connections`.
+pub const HTTP_CONNECTIONS_REFUSED: &str = "sluice_http_connections_refused_total";
+/// Connections ended by `why`: `header` (a request head slower than
+/// `server.header_read_timeout`: cut) or `idle` (no request for `server.idle_timeout`).
+pub const HTTP_CONNECTIONS_TIMED_OUT: &str = "sluice_http_connections_timed_out_total";
 /// Certificate reloads, by `result` (`ok`, `error`: the old certificate stays in use).
 pub const TLS_RELOADS: &str = "sluice_tls_reloads_total";
 /// TLS handshakes that failed, by `reason` (`timeout`, `error`, `busy`).
@@ -156,6 +161,14 @@ fn describe() {
     describe_counter!(
         HTTP_CONNECTIONS_AGED,
         "Connections closed for server.max_connection_age, by how (graceful, cut)"
+    );
+    describe_counter!(
+        HTTP_CONNECTIONS_REFUSED,
+        "New connections closed at once because server.max_connections were open"
+    );
+    describe_counter!(
+        HTTP_CONNECTIONS_TIMED_OUT,
+        "Connections ended by why: header (a request head slower than server.header_read_timeout), idle (no request for server.idle_timeout)"
     );
     describe_counter!(
         TLS_RELOADS,

@@ -182,3 +182,130 @@ async fn an_old_connection_still_busy_after_the_grace_is_cut_without_an_answer()
     // Nothing half-received was stored.
     assert!(!ws.data().join(format!("events.{ANY}.ndjson")).exists());
 }
+
+/// Reads until the server closes the connection; how long that took, or `None` if it stayed
+/// open for `patience`.
+async fn closed_within(conn: &mut tokio::net::TcpStream, patience: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(
+            tokio::time::Instant::from_std(started + patience),
+            conn.read(&mut chunk),
+        )
+        .await
+        {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn slow_heads_and_silent_connections_are_cut_idle_ones_closed() {
+    let ws = Workspace::new();
+    let mut c = ws.config();
+    c.server.header_read_timeout = HumanDuration(Duration::from_millis(400));
+    c.server.idle_timeout = HumanDuration(Duration::from_millis(1500));
+    let s = TestServer::start_ready(c).await;
+
+    // Slowloris: a request line and a Host header, then nothing. It stayed open (checked for
+    // 65 s) when no timer bounded the head.
+    let mut slow = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    slow.write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let t = closed_within(&mut slow, Duration::from_secs(5)).await;
+    assert!(t.is_some_and(|t| t >= Duration::from_millis(350)), "{t:?}");
+
+    // Connected and silent: the same, whatever protocol it might have spoken.
+    let mut silent = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    assert!(closed_within(&mut silent, Duration::from_secs(5))
+        .await
+        .is_some());
+
+    // Keep-alive between requests is the idle timeout's, not the head's: still open after
+    // three header timeouts, closed after the idle one.
+    let mut kept = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    assert_eq!(healthz(&mut kept).await.map(|a| a.0), Some(200));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        healthz(&mut kept).await.map(|a| a.0),
+        Some(200),
+        "closed before idle_timeout"
+    );
+    let t = closed_within(&mut kept, Duration::from_secs(5)).await;
+    assert!(t.is_some_and(|t| t >= Duration::from_millis(1400)), "{t:?}");
+
+    // A body that takes longer than the header timeout is the body timeout's business.
+    let mut body = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let event = json!({"type": ANY, "data": {"n": 1}}).to_string();
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nhost: x\r\ncontent-type: application/cloudevents+json\r\ncontent-length: {}\r\n\r\n",
+        event.len()
+    );
+    body.write_all(head.as_bytes()).await.unwrap();
+    for byte in event.as_bytes().chunks(event.len() / 4 + 1) {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        body.write_all(byte).await.unwrap();
+    }
+    let mut answer = vec![0u8; 400];
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let n = body.read(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    let m = s.metrics().await;
+    let count = |why: &str| -> u64 {
+        let prefix = format!("sluice_http_connections_timed_out_total{{why=\"{why}\"}} ");
+        m.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    };
+    assert_eq!(count("header"), 2, "{m}");
+    // The test's own pooled connections go idle too.
+    assert!(count("idle") >= 1, "{m}");
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_are_closed_at_once() {
+    let ws = Workspace::new();
+    let mut c = ws.config();
+    c.server.max_connections = 2;
+    // The readiness probe's pooled connection holds a slot until it idles out.
+    c.server.idle_timeout = HumanDuration(Duration::from_millis(300));
+    let s = TestServer::start_ready(c).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    for i in 0..10 {
+        let mut x = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        let mut y = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        eprintln!(
+            "DEBUG {i} {:?} {:?}",
+            healthz(&mut x).await,
+            healthz(&mut y).await
+        );
+        drop(x);
+        drop(y);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let mut a = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let mut b = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    assert_eq!(healthz(&mut a).await.map(|a| a.0), Some(200));
+    assert_eq!(healthz(&mut b).await.map(|a| a.0), Some(200));
+    let mut third = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    assert_eq!(healthz(&mut third).await, None, "refused");
+    // A slot freed is a slot taken again.
+    drop(a);
+    let mut again = None;
+    for _ in 0..50 {
+        let mut c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        if let Some(answer) = healthz(&mut c).await {
+            again = Some(answer.0);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(again, Some(200));
+    assert_eq!(healthz(&mut b).await.map(|a| a.0), Some(200));
+}
