@@ -109,11 +109,13 @@ fn bench(c: &mut Criterion) {
     // Every request verifies its signature (a client that mints a token per request).
     let mut group = c.benchmark_group("authenticate_uncached");
     for (name, headers) in &cases {
-        let p = rt.block_on(uncached.authenticate(headers, None)).unwrap();
+        let p = rt
+            .block_on(uncached.authenticate(headers, None, None))
+            .unwrap();
         assert!(p.is_some(), "{name}");
         group.bench_function(*name, |b| {
             b.iter(|| {
-                rt.block_on(uncached.authenticate(black_box(headers), None))
+                rt.block_on(uncached.authenticate(black_box(headers), None, None))
                     .unwrap()
             })
         });
@@ -124,7 +126,7 @@ fn bench(c: &mut Criterion) {
     for (name, headers) in &cases[..3] {
         group.bench_function(*name, |b| {
             b.iter(|| {
-                rt.block_on(cached.authenticate(black_box(headers), None))
+                rt.block_on(cached.authenticate(black_box(headers), None, None))
                     .unwrap()
             })
         });

@@ -566,7 +566,11 @@ impl Default for RegistryConfig {
 pub enum AuthMode {
     /// Every ingest request needs a valid JWT or API key.
     Required,
-    /// Anyone may write any type. Logged loudly at start.
+    /// No credentials are checked, and only clients on this machine (loopback) are served:
+    /// what runs when no key source is configured and `auth.mode` is not set (Redis'
+    /// protected mode). Others get 401 `protected_mode` saying what to configure.
+    Protected,
+    /// Anyone may write any type and change the registry. Logged loudly at start.
     Disabled,
 }
 
@@ -664,7 +668,7 @@ impl AuthConfig {
         self.mode.unwrap_or(if self.has_key_source() {
             AuthMode::Required
         } else {
-            AuthMode::Disabled
+            AuthMode::Protected
         })
     }
 }
@@ -1076,7 +1080,7 @@ impl Config {
                 return Err(field_error("spool.ack_timeout", "must be greater than 0"));
             }
         }
-        if router.uses_tenant() && self.auth.effective_mode() == AuthMode::Disabled {
+        if router.uses_tenant() && self.auth.effective_mode() != AuthMode::Required {
             return Err(field_error(
                 "routes",
                 "a topic uses {tenant} but auth is disabled, so no request has a tenant",
@@ -1407,7 +1411,7 @@ mod tests {
         let c = Config::load(Some(&path), vec![]).unwrap();
         let d = Config::default();
         assert_eq!(c.server.listen, d.server.listen);
-        assert_eq!(c.auth.effective_mode(), AuthMode::Disabled);
+        assert_eq!(c.auth.effective_mode(), AuthMode::Protected);
         assert_eq!(c.auth.cors.allowed_headers, d.auth.cors.allowed_headers);
         assert_eq!(c.auth.cors.max_age.0, d.auth.cors.max_age.0);
         assert_eq!(c.auth.token_cache_ttl.0, d.auth.token_cache_ttl.0);

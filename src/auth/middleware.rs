@@ -15,7 +15,7 @@ pub async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: N
     let client = client_identity(&req);
     match app
         .auth
-        .authenticate(req.headers(), client.as_deref())
+        .authenticate(req.headers(), client.as_deref(), peer_ip(&req))
         .await
     {
         Ok(Some(principal)) => {
@@ -31,6 +31,13 @@ pub async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: N
             e.into_response()
         }
     }
+}
+
+/// The address of the request's client (the TCP peer).
+pub fn peer_ip(req: &Request) -> Option<std::net::IpAddr> {
+    req.extensions()
+        .get::<axum::extract::ConnectInfo<Peer>>()
+        .map(|c| c.0.addr.ip())
 }
 
 /// The verified client certificate of the request's connection, if any.

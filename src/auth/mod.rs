@@ -19,7 +19,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 pub use apikey::{generate_key, GeneratedKey};
-pub use middleware::{authenticate, client_identity};
+pub use middleware::{authenticate, client_identity, peer_ip};
 
 use crate::config::{AuthConfig, AuthMode, KeyClass};
 use crate::error::ApiError;
@@ -152,6 +152,8 @@ pub enum AuthError {
     KeysUnavailable,
     #[error("the client certificate names no identity in auth.client_certs")]
     ClientCertNotAllowed,
+    #[error("no authentication is configured, so Sluice serves only clients on its own machine (protected mode). Configure a key source (auth.keys, auth.jwks_urls, auth.api_keys or auth.api_keys_file), or set auth.mode = \"disabled\" to let anyone who reaches this port write events and change the schema registry")]
+    ProtectedMode,
 }
 
 impl AuthError {
@@ -175,6 +177,7 @@ impl AuthError {
             AuthError::InsufficientScope => "insufficient_scope",
             AuthError::KeysUnavailable => "auth_keys_unavailable",
             AuthError::ClientCertNotAllowed => "client_certificate_not_allowed",
+            AuthError::ProtectedMode => "protected_mode",
         }
     }
 
@@ -223,6 +226,16 @@ impl IntoResponse for AuthError {
     }
 }
 
+/// 127.0.0.0/8, ::1, and IPv4-mapped loopback (a dual-stack listener's view of 127.0.0.1).
+fn is_loopback(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_loopback(),
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
 /// Checks credentials. Cheap to share: key sets are swapped whole when JWKS refreshes.
 pub struct Authenticator {
     mode: AuthMode,
@@ -260,11 +273,18 @@ impl Authenticator {
     /// Fetches every JWKS URL once (bounded by its timeout) and keeps them, and the API keys
     /// file, fresh in the background for as long as the authenticator lives.
     pub async fn start(self: &Arc<Self>) {
-        if self.mode == AuthMode::Disabled {
-            tracing::warn!(
-                "AUTHENTICATION IS DISABLED: anyone who reaches this port can write any event type. \
+        match self.mode {
+            AuthMode::Disabled => tracing::warn!(
+                "AUTHENTICATION IS DISABLED (auth.mode = \"disabled\"): anyone who reaches this port can write any event type, \
+                 and register, change or delete schemas in the registry API (or set compatibility to NONE). \
                  Configure auth.keys, auth.jwks_urls or auth.api_keys for anything but local use."
-            );
+            ),
+            AuthMode::Protected => tracing::warn!(
+                "no authentication is configured: PROTECTED MODE, only clients on this machine (loopback) are served; \
+                 others get 401 protected_mode. Configure auth.keys, auth.jwks_urls or auth.api_keys, \
+                 or set auth.mode = \"disabled\" to serve anyone."
+            ),
+            AuthMode::Required => {}
         }
         if self.api_keys.has_file() {
             crate::every(self, self.api_keys_reload_interval, |a: &Authenticator| {
@@ -293,14 +313,26 @@ impl Authenticator {
         }
     }
 
-    /// `Ok(None)` when authentication is disabled. Ingest needs a write scope: a credential
-    /// without any is refused here, before the body is read.
+    /// Whether a client at `peer` may be served without credentials: with authentication
+    /// disabled, anyone; in protected mode, only loopback clients. (Required: never.)
+    pub fn open_to(&self, peer: Option<std::net::IpAddr>) -> Result<bool, AuthError> {
+        match self.mode {
+            AuthMode::Required => Ok(false),
+            AuthMode::Disabled => Ok(true),
+            AuthMode::Protected if peer.is_some_and(is_loopback) => Ok(true),
+            AuthMode::Protected => Err(AuthError::ProtectedMode),
+        }
+    }
+
+    /// `Ok(None)` when no credentials are checked ([`Self::open_to`]). Ingest needs a write
+    /// scope: a credential without any is refused here, before the body is read.
     pub async fn authenticate(
         &self,
         headers: &HeaderMap,
         client: Option<&ClientIdentity>,
+        peer: Option<std::net::IpAddr>,
     ) -> Result<Option<Arc<Principal>>, AuthError> {
-        if self.mode == AuthMode::Disabled {
+        if self.open_to(peer)? {
             return Ok(None);
         }
         let principal = self.authenticate_any(headers, client).await?;
@@ -430,6 +462,42 @@ pub(crate) fn key_class_method(class: KeyClass) -> AuthMethod {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn protected_mode_serves_loopback_only() {
+        let protected = Authenticator::from_config(&AuthConfig::default()).unwrap();
+        assert_eq!(protected.mode(), AuthMode::Protected);
+        for ip in ["127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"] {
+            assert_eq!(
+                protected.open_to(Some(ip.parse().unwrap())),
+                Ok(true),
+                "{ip}"
+            );
+        }
+        for ip in [
+            "192.0.2.2",
+            "10.0.0.1",
+            "::ffff:10.0.0.1",
+            "fd00::2",
+            "0.0.0.0",
+        ] {
+            assert_eq!(
+                protected.open_to(Some(ip.parse().unwrap())),
+                Err(AuthError::ProtectedMode),
+                "{ip}"
+            );
+        }
+        assert_eq!(protected.open_to(None), Err(AuthError::ProtectedMode));
+        let disabled = Authenticator::from_config(&AuthConfig {
+            mode: Some(AuthMode::Disabled),
+            ..AuthConfig::default()
+        })
+        .unwrap();
+        assert_eq!(
+            disabled.open_to(Some("192.0.2.2".parse().unwrap())),
+            Ok(true)
+        );
+    }
+
     use super::*;
 
     #[test]

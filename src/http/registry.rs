@@ -19,7 +19,6 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::App;
-use crate::config::AuthMode;
 use crate::registry::compat::{self, Level};
 use crate::registry::store::{canonical, StoreError, VersionRef};
 use crate::registry::WorkError;
@@ -192,8 +191,14 @@ fn ok(v: Value) -> Response {
 /// Reads need `registry:read` (unless open), writes `registry:write`. Lookups and
 /// compatibility checks are POSTs but only read.
 async fn authorize(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    if app.auth.mode() == AuthMode::Disabled {
-        return next.run(req).await;
+    match app.auth.open_to(crate::auth::peer_ip(&req)) {
+        Ok(true) => return next.run(req).await,
+        Ok(false) => {}
+        Err(e) => {
+            let status = e.status();
+            let code = u32::from(status.as_u16()) * 100 + 1;
+            return SrError::new(status, code, format!("{} ({})", e, e.code())).into_response();
+        }
     }
     let path = req.uri().path();
     let read = req.method() == Method::GET

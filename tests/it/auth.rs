@@ -841,3 +841,98 @@ async fn rate_limits_are_per_tenant_with_429_retry_after_and_ratelimit_headers()
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(send_as(&s, Some(&key_a), &batch(4)).await.status, 200);
 }
+
+/// This machine's address on its first non-loopback interface (the one a route out would use;
+/// nothing is sent).
+fn non_loopback_ip() -> std::net::IpAddr {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    ["10.255.255.254:9", "8.8.8.8:9", "192.0.2.1:9"]
+        .iter()
+        .find_map(|to| {
+            s.connect(to).ok()?;
+            let ip = s.local_addr().ok()?.ip();
+            (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+        })
+        .expect("the protected-mode test needs a non-loopback IPv4 interface with a route")
+}
+
+#[tokio::test]
+async fn no_key_source_serves_only_this_machine_until_disabled_explicitly() {
+    let ws = Workspace::new();
+    let mut c = ws.config();
+    c.server.listen = "0.0.0.0:0".parse().unwrap();
+    assert_eq!(c.auth.effective_mode(), sluice::config::AuthMode::Protected);
+    let s = TestServer::start_ready(c).await;
+    let ev = event(ANY, json!({"k": 1})).to_string();
+    let remote = format!("http://{}:{}", non_loopback_ip(), s.addr.port());
+    let post = |base: &str| {
+        s.client
+            .post(format!("{base}/v1/events"))
+            .header("content-type", "application/cloudevents+json")
+            .body(ev.clone())
+            .send()
+    };
+    // From this machine: served, as the quick start needs.
+    assert_eq!(
+        post(&format!("http://127.0.0.1:{}", s.addr.port()))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // From elsewhere: 401 with what to configure, for events and for the registry.
+    let a = Answer::from(post(&remote).await.unwrap()).await;
+    assert_eq!((a.status, a.code()), (401, "protected_mode"), "{}", a.body);
+    let msg = a.body["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("auth.mode = \"disabled\"") && msg.contains("auth.jwks_urls"),
+        "{msg}"
+    );
+    let r = s
+        .client
+        .put(format!("{remote}/config"))
+        .header("content-type", "application/json")
+        .body(r#"{"compatibility":"NONE"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error_code"], 40101, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("protected_mode"),
+        "{body}"
+    );
+    let r = s
+        .client
+        .get(format!("{remote}/subjects"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401, "registry reads too");
+    // Probes and scrapes stay open: load balancers and Prometheus are elsewhere.
+    let r = s
+        .client
+        .get(format!("{remote}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    drop(s);
+
+    // Chosen explicitly, open to anyone.
+    let mut c = ws.config();
+    c.server.listen = "0.0.0.0:0".parse().unwrap();
+    c.auth.mode = Some(sluice::config::AuthMode::Disabled);
+    let s = TestServer::start_ready(c).await;
+    let remote = format!("http://{}:{}", non_loopback_ip(), s.addr.port());
+    let r = s
+        .client
+        .post(format!("{remote}/v1/events"))
+        .header("content-type", "application/cloudevents+json")
+        .body(ev.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}

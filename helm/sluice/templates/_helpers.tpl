@@ -266,6 +266,12 @@ kubelet cannot present a client certificate, so that port must not require one. 
 {{- if and $probeTls $tls.client_ca_file (eq (toString $tls.client_auth) "required") -}}
 {{- fail "config.tls.client_auth: \"required\" on the port the kubelet probes (it cannot present a client certificate); set config.server.admin_listen with config.tls.admin = false, or client_auth = \"optional\"" -}}
 {{- end -}}
+{{- /* Authentication: a pod with no key source would serve only itself (protected mode),
+and running open must be a choice, not a default. */ -}}
+{{- $auth := $c.auth | default dict -}}
+{{- if not (or $auth.keys $auth.jwks_urls $auth.api_keys $auth.api_keys_file $auth.client_certs $auth.mode) -}}
+{{- fail "no key source for authentication: set secrets.jwtKeys, secrets.apiKeys or config.auth.jwks_urls (or config.auth.keys, api_keys, client_certs); or set config.auth.mode = \"disabled\" to let anyone who reaches the Service write events and change the schema registry. Without either, Sluice would serve only clients inside its own pod (protected mode)" -}}
+{{- end -}}
 {{- $drainMs := include "sluice.durationMs" (dict "field" "config.server.drain_delay" "value" ($server.drain_delay | default "5s")) | int64 -}}
 {{- $graceMs := include "sluice.durationMs" (dict "field" "config.server.shutdown_grace" "value" ($server.shutdown_grace | default "30s")) | int64 -}}
 {{- /* The sink's delivery timeout bounds how long an in-flight request can wait. */ -}}

@@ -51,9 +51,26 @@ def log(msg: str) -> None:
     print(f"helm_check: {msg}", file=sys.stderr)
 
 
+# The one choice the chart will not make for a release: how clients authenticate. Renders of
+# partial values get this unless they bring a key source (or a mode) of their own.
+OPEN = {"config": {"auth": {"mode": "disabled"}}}
+
+
+def with_auth(values: dict) -> dict:
+    auth = (values.get("config") or {}).get("auth") or {}
+    secrets = values.get("secrets") or {}
+    if any(auth.get(k) for k in ("mode", "keys", "jwks_urls", "api_keys", "api_keys_file", "client_certs")) \
+            or secrets.get("jwtKeys") or (secrets.get("apiKeys") or {}).get("secretName"):
+        return values
+    out = json.loads(json.dumps(values))
+    out.setdefault("config", {}).setdefault("auth", {})["mode"] = "disabled"
+    return out
+
+
 def load_values(name: str) -> dict:
     if name == "default":
-        return {}
+        # The defaults, and the choice the chart requires.
+        return OPEN
     return yaml.safe_load((CHART / "ci" / "full-values.yaml").read_text())
 
 
@@ -339,7 +356,7 @@ def check_tls_schemes(chart) -> None:
          {"tls": {**tls, "client_ca_file": "/etc/sluice/tls/ca.pem", "client_auth": "required"}, "server": admin}, "HTTP"),
     ]
     for what, config, scheme in cases:
-        objs = manifests(chart.render({"config": config, "serviceMonitor": {"enabled": True}},
+        objs = manifests(chart.render(with_auth({"config": config, "serviceMonitor": {"enabled": True}}),
                                       name=RELEASE, namespace=NAMESPACE))
         w = next(o for o in objs if o["kind"] in ("Deployment", "StatefulSet"))
         c = w["spec"]["template"]["spec"]["containers"][0]
@@ -350,7 +367,15 @@ def check_tls_schemes(chart) -> None:
 
 
 def check_bad_values(chart) -> None:
+    # No key source and no mode: refused, naming both ways out.
+    try:
+        chart.render({}, name=RELEASE, namespace=NAMESPACE)
+        problem("values without a key source or config.auth.mode were rendered")
+    except (helm.HelmValuesError, helm.HelmRenderError) as e:
+        if "config.auth.mode" not in str(e) or "secrets.jwtKeys" not in str(e):
+            problem(f"values without authentication refused, but the message does not say what to set: {e}")
     for what, values, needle in BAD_VALUES:
+        values = with_auth(values)
         try:
             chart.render(values, name=RELEASE, namespace=NAMESPACE)
         except (helm.HelmValuesError, helm.HelmRenderError) as e:
@@ -379,7 +404,7 @@ def same(a, b) -> bool:
 
 
 def rendered_toml(chart, values: dict) -> dict:
-    objs = manifests(chart.render(values, name=RELEASE, namespace=NAMESPACE))
+    objs = manifests(chart.render(with_auth(values), name=RELEASE, namespace=NAMESPACE))
     cm = next(o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-config"))
     return tomllib.loads(cm["data"]["sluice.toml"])
 
@@ -396,7 +421,7 @@ def check_toml_round_trip(chart) -> None:
                              {"type": "b", "topic": "u", "ack": "broker"}]},
     }
     for what, config in (("sluice.example.toml", example), ("awkward values", awkward)):
-        values = {"config": config}
+        values = with_auth({"config": config})
         want = chart.merge_values(values)["config"]
         got = rendered_toml(chart, values)
         if not same(got, want):
@@ -404,7 +429,7 @@ def check_toml_round_trip(chart) -> None:
     # A changed config changes the checksum that rolls the pods.
     sums = set()
     for v in ({}, {"config": {"limits": {"max_events": 999}}}):
-        objs = manifests(chart.render(v, name=RELEASE, namespace=NAMESPACE))
+        objs = manifests(chart.render(with_auth(v), name=RELEASE, namespace=NAMESPACE))
         w = next(o for o in objs if o["kind"] in ("Deployment", "StatefulSet"))
         sums.add(w["spec"]["template"]["metadata"]["annotations"]["checksum/config"])
     if len(sums) != 2:
