@@ -116,8 +116,13 @@ impl Pipeline {
             }
             match ValidatorCache::validate(&catalog, &event) {
                 Ok(schema) => {
-                    record_index.push(outcomes.len());
                     let (record, ack) = self.record(&event, schema, &received, principal);
+                    if let Some(why) = self.sink.refuses(&record) {
+                        let e = EventError::new(413, "record_too_large", "", why);
+                        outcomes.push(Outcome::rejected(Some(event.id), e));
+                        continue;
+                    }
+                    record_index.push(outcomes.len());
                     records.push(record);
                     acks.push(ack);
                     outcomes.push(Outcome::accepted(event.id));

@@ -76,6 +76,9 @@ struct Inner {
     ready: Arc<AtomicBool>,
     delivery_timeout: Duration,
     replacing: Mutex<()>,
+    /// librdkafka's `message.max.bytes` (default 1 000 000): larger records are refused by
+    /// the producer, and the brokers' limit is of the same order.
+    max_message_bytes: usize,
 }
 
 impl KafkaSink {
@@ -100,7 +103,12 @@ impl KafkaSink {
         // It sends no records, so it needs no producer id from the brokers.
         probe_config.set("enable.idempotence", "false");
         let prober = create(&probe_config, &ready, true)?;
+        let max_message_bytes = cc
+            .get("message.max.bytes")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000);
         let inner = Arc::new(Inner {
+            max_message_bytes,
             client_config: cc,
             producer: ArcSwap::from(producer),
             prober,
@@ -235,6 +243,15 @@ fn classify(error: &KafkaError) -> DeliveryError {
 impl Sink for KafkaSink {
     fn kind(&self) -> &'static str {
         "kafka"
+    }
+
+    fn refuses(&self, r: &Record) -> Option<String> {
+        let max = self.inner.max_message_bytes;
+        // Key, value and headers, as the record goes on the wire.
+        let size = r.size() - r.topic.len();
+        (size > max).then(|| {
+            format!("the record is {size} bytes with its key and headers; Kafka takes at most {max} (kafka.properties.\"message.max.bytes\")")
+        })
     }
 
     async fn publish(&self, records: Vec<Record>) -> Receipts {

@@ -178,6 +178,20 @@ impl Sink for KinesisSink {
         "kinesis"
     }
 
+    fn refuses(&self, r: &Record) -> Option<String> {
+        let key = r.key.len().clamp(1, MAX_KEY_CHARS * 4);
+        // The envelope holds the value and every header, each escaped at most six-fold:
+        // only records near the limit are encoded to find out.
+        let bound = r.value.len() * 6 + (r.size() - r.value.len()) * 6 + 4096 + key;
+        if bound <= MAX_RECORD_BYTES {
+            return None;
+        }
+        let size = self.data(r).len() + key;
+        (size > MAX_RECORD_BYTES).then(|| {
+            format!("{size} bytes with its partition key; Kinesis takes at most {MAX_RECORD_BYTES}")
+        })
+    }
+
     async fn publish(&self, records: Vec<Record>) -> Receipts {
         let deadline = Instant::now() + self.delivery_timeout;
         self.publish_until(records, deadline).await

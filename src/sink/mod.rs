@@ -131,6 +131,12 @@ pub trait Sink: Send + Sync + 'static {
     /// Cheap, non-blocking: can the sink take records now? Background probes keep it current.
     fn is_ready(&self) -> bool;
 
+    /// Why the sink could never take `record` (over its size limit), if it could not: such
+    /// an event is refused at ingest, never acknowledged, spooled or retried.
+    fn refuses(&self, _record: &Record) -> Option<String> {
+        None
+    }
+
     /// Waits for everything in flight, at most `timeout`. Called once at shutdown.
     async fn flush(&self, timeout: Duration) -> Result<(), DeliveryError>;
 }

@@ -73,11 +73,14 @@ struct State {
     next_seq: u64,
     /// Where replay resumes: segment and offset of the next unacknowledged record.
     cursor: (u64, u64),
+    /// Size of `rejected.log`: on the same disk, under the same quota, until an operator
+    /// has looked at it and deleted it.
+    rejected: u64,
 }
 
 impl State {
     fn used(&self) -> u64 {
-        self.segments.iter().map(|s| s.size).sum()
+        self.segments.iter().map(|s| s.size).sum::<u64>() + self.rejected
     }
 
     fn backlog(&self) -> u64 {
@@ -206,6 +209,7 @@ impl Spool {
             segments: segments.into(),
             open: None,
             cursor,
+            rejected: rejected_size(dir),
         };
         let recovery = Recovery {
             segments: state.segments.len(),
@@ -292,10 +296,14 @@ impl Spool {
 
     /// Sets the spool gauges.
     pub fn report_metrics(&self) {
+        // An operator may have deleted (or truncated) rejected.log since: its room is back.
+        let rejected = rejected_size(&self.inner.dir);
         let (bytes, backlog, segments) = {
-            let st = self.inner.state();
+            let mut st = self.inner.state();
+            st.rejected = rejected;
             (st.used(), st.backlog(), st.segments.len())
         };
+        metrics::gauge!(telemetry::SPOOL_REJECTED_BYTES).set(rejected as f64);
         metrics::gauge!(telemetry::SPOOL_BYTES).set(bytes as f64);
         metrics::gauge!(telemetry::SPOOL_BACKLOG_BYTES).set(backlog as f64);
         metrics::gauge!(telemetry::SPOOL_SEGMENTS).set(segments as f64);
@@ -380,6 +388,7 @@ impl Spool {
             .open(self.inner.dir.join("rejected.log"))?;
         f.write_all(&buf)?;
         f.sync_data()?;
+        self.inner.state().rejected += buf.len() as u64;
         Ok(())
     }
 
@@ -387,6 +396,10 @@ impl Spool {
     pub async fn appended(&self) {
         self.inner.appended.notified().await
     }
+}
+
+fn rejected_size(dir: &Path) -> u64 {
+    std::fs::metadata(dir.join("rejected.log")).map_or(0, |m| m.len())
 }
 
 fn read_cursor(f: &File) -> Option<(u64, u64)> {

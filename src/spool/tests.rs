@@ -175,3 +175,33 @@ async fn two_spools_cannot_share_a_folder() {
     // Dropping waits for the writer, so the lock is free at once.
     Spool::open(dir.path(), 1 << 20, 1 << 20).unwrap();
 }
+
+#[tokio::test]
+async fn rejected_records_count_toward_the_quota_until_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), 4096, 1 << 20).unwrap();
+    let refused = batch(0..20);
+    spool.quarantine(&refused).unwrap();
+    let held = spool.bytes();
+    assert!(
+        held > 0 && spool.inner.state().segments.is_empty(),
+        "{held}"
+    );
+    // What rejected.log holds is not free for new records.
+    let room = 4096 - held;
+    assert!(!spool.has_room(room + 1));
+    let big: Vec<Record> = (0..200).map(record).collect();
+    assert!(matches!(
+        spool.append(&big).await,
+        Err(SpoolError::Full { .. })
+    ));
+    // Reopened, it is still counted.
+    drop(spool);
+    let (spool, _) = Spool::open(dir.path(), 4096, 1 << 20).unwrap();
+    assert_eq!(spool.bytes(), held);
+    // Deleted by an operator: the room is back at the next refresh.
+    std::fs::remove_file(dir.path().join("rejected.log")).unwrap();
+    spool.report_metrics();
+    assert_eq!(spool.bytes(), 0);
+    assert!(spool.has_room(4096));
+}

@@ -66,6 +66,8 @@ pub const KINESIS_CALL_DURATION: &str = "sluice_kinesis_call_duration_seconds";
 pub const KINESIS_BATCH_RECORDS: &str = "sluice_kinesis_batch_records";
 /// Bytes of spool segments on disk (replayed or not; a segment goes once fully acknowledged).
 pub const SPOOL_BYTES: &str = "sluice_spool_bytes";
+/// Bytes of `<spool.dir>/rejected.log`, counted in `spool.max_bytes`.
+pub const SPOOL_REJECTED_BYTES: &str = "sluice_spool_rejected_bytes";
 /// Bytes in the spool not yet acknowledged by the sink: the spool backlog.
 pub const SPOOL_BACKLOG_BYTES: &str = "sluice_spool_backlog_bytes";
 /// Spool segment files on disk.
@@ -250,7 +252,12 @@ fn describe() {
     describe_gauge!(
         SPOOL_BYTES,
         Unit::Bytes,
-        "Bytes of spool segment files on disk"
+        "Bytes of spool segment files and rejected.log on disk (what spool.max_bytes bounds)"
+    );
+    describe_gauge!(
+        SPOOL_REJECTED_BYTES,
+        Unit::Bytes,
+        "Bytes of rejected.log, counted in spool.max_bytes until deleted"
     );
     describe_gauge!(
         SPOOL_BACKLOG_BYTES,

@@ -292,3 +292,43 @@ async fn kafka_dead_letters_carry_the_error_and_the_bytes_sent_and_are_capped() 
         .await
         .contains(r#"sluice_dead_letters_total{result="capped"}"#));
 }
+
+#[tokio::test]
+async fn kafka_records_over_message_max_bytes_are_refused_at_ingest_not_spooled() {
+    let brokers = brokers();
+    let ws = Workspace::new();
+    let ty = unique("it.kafka.big.");
+    ws.schema(&ty, 1, json!({"type": "object"}));
+    let topic = format!("events.{ty}");
+    create_topic(&brokers, &topic, 1).await;
+    let mut c = ws.kafka_config(&brokers);
+    c.kafka
+        .properties
+        .insert("message.max.bytes".into(), "4000".into());
+    // Acknowledged once spooled: a record the sink can never take would be answered 200 and
+    // then refused for good at replay.
+    c.spool.enabled = true;
+    c.spool.dir = ws.path().join("spool");
+    c.routes.ack = sluice::config::Ack::Spool;
+    let s = TestServer::start_ready(c).await;
+    let event = |id: &str, n: usize| json!({"type": ty, "id": id, "data": {"pad": "x".repeat(n)}});
+    let a = s
+        .send_json(&json!([event("big", 5000), event("small", 100)]))
+        .await;
+    assert_eq!(a.status, 207, "{}", a.body);
+    assert_eq!(a.result(0)["status"], 413);
+    assert_eq!(a.result(0)["error"]["code"], "record_too_large");
+    let msg = a.result(0)["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("message.max.bytes"), "{msg}");
+    assert_eq!(a.result(1)["status"], 200);
+    let records = consume(&brokers, &topic, 1, Duration::from_secs(20)).await;
+    assert_eq!(
+        records.iter().map(|r| r.id()).collect::<Vec<_>>(),
+        ["small"]
+    );
+    let m = s.metrics().await;
+    assert!(!m.contains("sluice_spool_quarantined_total 1"), "{m}");
+}
