@@ -2,6 +2,7 @@
 //! TCP, PostgreSQL, a Kinesis API emulator, the file system, processes and signals). Run
 //! through `scripts/test`, which starts them.
 
+mod abuse;
 mod auth;
 mod conformance;
 mod connections;
