@@ -1,0 +1,35 @@
+//! Structured, batch and NDJSON bodies under tight limits: any bytes give events or a 4xx
+//! reason, never a panic, and nothing is held past the limits.
+#![no_main]
+
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+use sluice::config::{ByteSize, LimitsConfig};
+use sluice::event::{decode_body, BodyFormat};
+
+fuzz_target!(|data: &[u8]| {
+    let limits = LimitsConfig {
+        max_depth: 8,
+        max_events: 16,
+        max_extensions: 4,
+        max_event_bytes: ByteSize(4096),
+        ..LimitsConfig::default()
+    };
+    let body = Bytes::copy_from_slice(data);
+    for format in [
+        BodyFormat::Structured,
+        BodyFormat::Batch,
+        BodyFormat::Ndjson,
+    ] {
+        match decode_body(format, &body, &limits) {
+            Ok(events) => {
+                assert!(!events.is_empty() && events.len() <= limits.max_events);
+                for ev in events.iter().flatten() {
+                    assert!(ev.extensions.len() <= limits.max_extensions);
+                    assert!(!ev.ty.is_empty());
+                }
+            }
+            Err(e) => assert!((400..500).contains(&e.status()), "{e}"),
+        }
+    }
+});
