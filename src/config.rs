@@ -406,6 +406,10 @@ pub struct TlsConfig {
     pub reload_interval: HumanDuration,
     /// A connection that has not finished its handshake by then is closed.
     pub handshake_timeout: HumanDuration,
+    /// Handshakes in progress at once from one client address; more are closed at once, so
+    /// one source cannot take the listener's 4 096 pending handshakes. `0`: no per-source
+    /// bound (behind a TCP proxy that hides client addresses).
+    pub max_pending_handshakes_per_source: usize,
     /// Also TLS on `server.admin_listen` (probes then need `scheme: HTTPS`).
     pub admin: bool,
 }
@@ -420,6 +424,7 @@ impl Default for TlsConfig {
             client_auth: ClientAuth::Optional,
             reload_interval: HumanDuration::from_secs(10),
             handshake_timeout: HumanDuration::from_secs(10),
+            max_pending_handshakes_per_source: 64,
             admin: false,
         }
     }

@@ -303,6 +303,9 @@ async fn accept_loop(
 ) {
     let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
     let timeout = tls.settings.handshake_timeout.0;
+    let per_source = Arc::new(PerSource::new(
+        tls.settings.max_pending_handshakes_per_source,
+    ));
     loop {
         let (stream, addr) = tokio::select! {
             _ = tx.closed() => return,
@@ -320,11 +323,18 @@ async fn accept_loop(
             metrics::counter!(telemetry::TLS_HANDSHAKE_FAILURES, "reason" => "busy").increment(1);
             continue;
         };
+        let Some(source) = per_source.enter(addr.ip()) else {
+            metrics::counter!(telemetry::TLS_HANDSHAKE_FAILURES, "reason" => "busy_source")
+                .increment(1);
+            continue;
+        };
         let acceptor = TlsAcceptor::from(tls.current.load_full());
         let tx = tx.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+            let stream = tokio::time::timeout(timeout, acceptor.accept(stream)).await;
+            drop(source);
+            let stream = match stream {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     let reason = failure_reason(&e);
@@ -353,6 +363,51 @@ async fn accept_loop(
                 .map(Arc::new);
             let _ = tx.send((stream, Peer { addr, client })).await;
         });
+    }
+}
+
+/// Handshakes in progress per client address, bounded.
+struct PerSource {
+    max: usize,
+    pending: Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+impl PerSource {
+    fn new(max: usize) -> PerSource {
+        PerSource {
+            max,
+            pending: Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// A slot for one handshake from `ip`, or `None` when it has `max` already.
+    fn enter(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<SourceSlot> {
+        if self.max == 0 {
+            return Some(SourceSlot(None));
+        }
+        let mut m = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot(Some((self.clone(), ip))))
+    }
+}
+
+struct SourceSlot(Option<(Arc<PerSource>, std::net::IpAddr)>);
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        if let Some((per, ip)) = self.0.take() {
+            let mut m = per.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = m.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&ip);
+                }
+            }
+        }
     }
 }
 

@@ -462,3 +462,39 @@ fn config_refuses_half_a_tls_setup_and_unreadable_files() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn tls_one_source_cannot_hold_more_than_its_share_of_pending_handshakes() {
+    use tokio::io::AsyncReadExt;
+    let ws = Workspace::new();
+    let ca = Ca::new("ca");
+    let files = write_pair(ws.path(), &ca.leaf(&["localhost"]));
+    let mut c = ws.config();
+    c.tls.cert_file = Some(files.cert.clone());
+    c.tls.key_file = Some(files.key.clone());
+    c.tls.max_pending_handshakes_per_source = 3;
+    let s = TestServer::start(c).await;
+    // Three silent connections hold this address's share; a fourth is closed at once.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(tokio::net::TcpStream::connect(s.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut fourth = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let mut b = [0u8; 16];
+    let r = tokio::time::timeout(Duration::from_secs(3), fourth.read(&mut b)).await;
+    assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "closed at once: {r:?}");
+    for c in &mut held {
+        let r = tokio::time::timeout(Duration::from_millis(100), c.read(&mut b)).await;
+        assert!(r.is_err(), "still waiting for a handshake");
+    }
+    // Once they are gone, the address handshakes again.
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = client(&ca, None)
+        .get(format!("{}/healthz", https(&s)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}
