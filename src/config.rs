@@ -146,6 +146,8 @@ pub struct LimitsConfig {
     pub max_inflight_events: usize,
     /// Request bodies held at once, process-wide (their received size).
     pub max_inflight_bytes: ByteSize,
+    /// The same, for the requests of one connection (HTTP/2 multiplexes many).
+    pub max_inflight_bytes_per_connection: ByteSize,
     /// How long a request may wait for admission before 503 + Retry-After.
     pub admission_wait: HumanDuration,
 }
@@ -162,6 +164,7 @@ impl Default for LimitsConfig {
             max_header_bytes: ByteSize(64 * KIB),
             max_inflight_events: 20_000,
             max_inflight_bytes: ByteSize(256 * MIB),
+            max_inflight_bytes_per_connection: ByteSize(64 * MIB),
             admission_wait: HumanDuration(Duration::from_millis(200)),
         }
     }
@@ -899,6 +902,14 @@ impl Config {
             return Err(field_error(
                 "limits.max_inflight_bytes",
                 "must be at least limits.max_decompressed_bytes, or a full (inflated) body could never be admitted",
+            ));
+        }
+        if l.max_inflight_bytes_per_connection.0
+            < l.max_decompressed_bytes.0.max(l.max_body_bytes.0)
+        {
+            return Err(field_error(
+                "limits.max_inflight_bytes_per_connection",
+                "must be at least limits.max_decompressed_bytes and limits.max_body_bytes, or a full body could never be admitted",
             ));
         }
         if l.max_inflight_bytes.0 > 4 * GIB {

@@ -17,6 +17,7 @@ use crate::auth::Principal;
 use crate::error::{retry_after_header, ApiError, ErrorBody};
 use crate::event::body::{self, BodyError, Encoding};
 use crate::event::{self, BodyFormat, Decoded, RequestError};
+use crate::pipeline::admission::ConnectionShare;
 use crate::pipeline::ratelimit::Budget;
 use crate::pipeline::Outcome;
 use crate::telemetry;
@@ -54,11 +55,13 @@ struct ItemError<'a> {
 pub async fn ingest(
     State(app): State<Arc<App>>,
     principal: Option<Extension<Arc<Principal>>>,
+    share: Option<Extension<ConnectionShare>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let principal = principal.map(|Extension(p)| p);
-    match accept(&app, principal.as_deref(), &headers, body).await {
+    let share = share.map(|Extension(s)| s);
+    match accept(&app, principal.as_deref(), share.as_ref(), &headers, body).await {
         Ok((outcomes, budget)) => {
             let mut resp = respond(&outcomes, app.admission.retry_after());
             // Clients see their budget on every answer, not only when it runs out.
@@ -78,6 +81,7 @@ pub async fn ingest(
 async fn accept(
     app: &App,
     principal: Option<&Principal>,
+    share: Option<&ConnectionShare>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(Vec<Outcome>, Option<Budget>), ApiError> {
@@ -132,7 +136,11 @@ async fn accept(
     let first = declared.unwrap_or(max_body as u64);
     // What is held from here on, in the whole KiB admission counts.
     let mut admitted = first.div_ceil(1024).max(1) * 1024;
-    let _bytes = app.admission.admit_bytes(first).await.map_err(overloaded)?;
+    let _bytes = app
+        .admission
+        .admit_bytes_on(share, first)
+        .await
+        .map_err(overloaded)?;
     let raw = read_body(body, max_body, app.config.server.body_timeout.0).await?;
     let raw_len = raw.len();
 
@@ -158,7 +166,7 @@ async fn accept(
             }
             raw
         }
-        _ => inflate(app, encoding, raw, &mut admitted, &mut inflation).await?,
+        _ => inflate(app, share, encoding, raw, &mut admitted, &mut inflation).await?,
     };
     let limits2 = limits.clone();
     let big = inflated.len() > INLINE_DECODE_MAX;
@@ -203,6 +211,7 @@ async fn accept(
 /// steps, up to [`INLINE_DECODE_MAX`], run here; larger bodies inflate on the blocking pool.
 async fn inflate<'a>(
     app: &'a App,
+    share: Option<&ConnectionShare>,
     encoding: Encoding,
     raw: Bytes,
     admitted: &mut u64,
@@ -210,7 +219,12 @@ async fn inflate<'a>(
 ) -> Result<Bytes, ApiError> {
     let raw_len = raw.len() as u64;
     let limit = app.config.limits.max_decompressed_bytes.as_usize();
-    let max_inflight = app.config.limits.max_inflight_bytes.0;
+    let max_inflight = app
+        .config
+        .limits
+        .max_inflight_bytes
+        .0
+        .min(app.config.limits.max_inflight_bytes_per_connection.0);
     let mut inflater = body::Inflater::new(encoding, raw, limit).map_err(body_error)?;
     loop {
         let inline = inflater.len() < INLINE_DECODE_MAX;
@@ -228,7 +242,7 @@ async fn inflate<'a>(
         if need > *admitted {
             let more = app
                 .admission
-                .admit_bytes(need - *admitted)
+                .admit_bytes_on(share, need - *admitted)
                 .await
                 .map_err(overloaded)?;
             permits.push(more);

@@ -25,6 +25,7 @@ use tokio::sync::{watch, Semaphore};
 use tower::ServiceExt;
 
 use super::idle::{Activity, Verdict, Watched};
+use crate::pipeline::admission::ConnectionShare;
 
 use crate::telemetry;
 use crate::tls;
@@ -45,6 +46,8 @@ pub struct ConnectionLimits {
     pub max_streams: u32,
     /// HTTP/2's bound on a decoded header list (HTTP/1's is hyper's read buffer).
     pub max_header_list_bytes: u32,
+    /// `limits.max_inflight_bytes_per_connection`.
+    pub inflight_bytes_per_connection: u64,
 }
 
 impl ConnectionLimits {
@@ -61,6 +64,7 @@ impl ConnectionLimits {
             max_header_list_bytes: u32::try_from(config.limits.max_header_bytes.0)
                 .unwrap_or(u32::MAX)
                 .saturating_mul(2),
+            inflight_bytes_per_connection: config.limits.max_inflight_bytes_per_connection.0,
         }
     }
 }
@@ -92,10 +96,12 @@ pub async fn serve(
         };
         let activity = Activity::new();
         let seen = activity.clone();
+        let share = ConnectionShare::new(limits.inflight_bytes_per_connection);
         let router = router.clone();
         let service = tower::service_fn(move |req: hyper::Request<Incoming>| {
             let mut req = req.map(Body::new);
             req.extensions_mut().insert(ConnectInfo(peer.clone()));
+            req.extensions_mut().insert(share.clone());
             let guard = seen.request();
             let router = router.clone();
             async move {

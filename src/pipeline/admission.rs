@@ -85,12 +85,38 @@ impl AdmissionControl {
 
     /// Admits `bytes` of body, waiting at most the admission wait.
     pub async fn admit_bytes(&self, bytes: u64) -> Result<BytesPermit<'_>, Overloaded> {
+        self.admit_bytes_on(None, bytes).await
+    }
+
+    /// [`Self::admit_bytes`], charged to the request's connection's share as well, first.
+    pub async fn admit_bytes_on(
+        &self,
+        share: Option<&ConnectionShare>,
+        bytes: u64,
+    ) -> Result<BytesPermit<'_>, Overloaded> {
         let kib = u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
         let _waiting = Waiting::new(&self.waiting_requests, 1);
-        match tokio::time::timeout(self.wait, self.kib.acquire_many(kib)).await {
+        let deadline = tokio::time::Instant::now() + self.wait;
+        let share = match share {
+            Some(s) => {
+                let want = kib.min(s.kib);
+                match tokio::time::timeout_at(deadline, s.slots.clone().acquire_many_owned(want))
+                    .await
+                {
+                    Ok(Ok(p)) => Some(p),
+                    _ => return Err(self.overloaded()),
+                }
+            }
+            None => None,
+        };
+        match tokio::time::timeout_at(deadline, self.kib.acquire_many(kib)).await {
             Ok(Ok(permit)) => {
                 metrics::gauge!(telemetry::INFLIGHT_BYTES).increment(f64::from(kib) * 1024.0);
-                Ok(BytesPermit { permit, kib })
+                Ok(BytesPermit {
+                    permit,
+                    kib,
+                    _share: share,
+                })
             }
             _ => Err(self.overloaded()),
         }
@@ -153,6 +179,28 @@ pub struct BytesPermit<'a> {
     #[allow(dead_code)] // held for its Drop
     permit: SemaphorePermit<'a>,
     kib: u32,
+    _share: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// One connection's bound on the body bytes its requests hold at once
+/// (`limits.max_inflight_bytes_per_connection`): HTTP/2 carries many requests on one
+/// connection, and one connection must not take the whole process's admission.
+#[derive(Clone)]
+pub struct ConnectionShare {
+    slots: std::sync::Arc<Semaphore>,
+    kib: u32,
+}
+
+impl ConnectionShare {
+    pub fn new(max_bytes: u64) -> ConnectionShare {
+        let kib = u32::try_from(max_bytes.div_ceil(1024).max(1))
+            .unwrap_or(u32::MAX)
+            .min(Semaphore::MAX_PERMITS as u32);
+        ConnectionShare {
+            slots: std::sync::Arc::new(Semaphore::new(kib as usize)),
+            kib,
+        }
+    }
 }
 
 impl Drop for BytesPermit<'_> {
@@ -216,6 +264,25 @@ impl DrainRate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn one_connection_holds_at_most_its_share() {
+        let a = AdmissionControl::new(100, 1024 * 1024, Duration::from_millis(50));
+        let (one, other) = (
+            ConnectionShare::new(64 * 1024),
+            ConnectionShare::new(64 * 1024),
+        );
+        let first = a.admit_bytes_on(Some(&one), 48 * 1024).await.unwrap();
+        // The same connection is over its share; another connection is not.
+        assert!(a.admit_bytes_on(Some(&one), 32 * 1024).await.is_err());
+        let second = a.admit_bytes_on(Some(&other), 32 * 1024).await.unwrap();
+        // A request larger than the share alone takes the whole share, so it is still admitted.
+        drop(first);
+        let whole = a.admit_bytes_on(Some(&one), 128 * 1024).await.unwrap();
+        assert!(a.admit_bytes_on(Some(&one), 1).await.is_err());
+        drop((second, whole));
+        assert!(a.admit_bytes_on(Some(&one), 1).await.is_ok());
+    }
 
     #[test]
     fn retry_after_follows_the_drain_rate() {
