@@ -892,6 +892,10 @@ impl Config {
                 return Err(field_error(name, "must be greater than 0"));
             }
         }
+        // The spool frames a record's header count in 16 bits, with Sluice's own headers.
+        if l.max_extensions > 1024 {
+            return Err(field_error("limits.max_extensions", "must be at most 1024"));
+        }
         if l.max_inflight_events < l.max_events {
             return Err(field_error(
                 "limits.max_inflight_events",

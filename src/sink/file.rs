@@ -120,6 +120,9 @@ fn encode(record: &Record, out: &mut Vec<u8>) -> Result<(), String> {
     Ok(())
 }
 
+/// Topic files kept open between commits.
+const MAX_OPEN_FILES: usize = 256;
+
 fn writer_loop(dir: PathBuf, mut rx: mpsc::Receiver<Job>) {
     let mut files: HashMap<String, File> = HashMap::new();
     while let Some(first) = rx.blocking_recv() {
@@ -167,6 +170,11 @@ fn commit<'a>(
             return Err(format!("topic `{topic}` cannot name a file"));
         }
         if !files.contains_key(*topic) {
+            // At the bound, close the files this commit does not write (each was fsynced by
+            // the commit that wrote it): open files stay bounded however many topics come.
+            if files.len() >= MAX_OPEN_FILES {
+                files.retain(|t, _| by_topic.contains_key(t.as_str()));
+            }
             let path = dir.join(format!("{topic}.ndjson"));
             let created = !path.exists();
             let file = OpenOptions::new()
@@ -191,4 +199,41 @@ fn commit<'a>(
             .map_err(|e| format!("{topic}: fsync: {e}"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_files_stay_bounded_however_many_topics_come() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = HashMap::new();
+        let n = MAX_OPEN_FILES + 50;
+        for i in 0..n {
+            let r = Record {
+                topic: format!("events.t{i}"),
+                key: bytes::Bytes::from_static(b"k"),
+                value: bytes::Bytes::from_static(b"{}"),
+                headers: Vec::new(),
+                extension_headers: Vec::new(),
+            };
+            commit(dir.path(), &mut files, std::iter::once(&r)).unwrap();
+            assert!(files.len() <= MAX_OPEN_FILES, "{}", files.len());
+        }
+        // A topic whose file was closed is appended to, not truncated.
+        let again = Record {
+            topic: "events.t0".into(),
+            key: bytes::Bytes::from_static(b"k"),
+            value: bytes::Bytes::from_static(b"{}"),
+            headers: Vec::new(),
+            extension_headers: Vec::new(),
+        };
+        commit(dir.path(), &mut files, std::iter::once(&again)).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("events.t0.ndjson")).unwrap();
+        assert_eq!(text.lines().count(), 2);
+        for i in 0..n {
+            assert!(dir.path().join(format!("events.t{i}.ndjson")).exists());
+        }
+    }
 }
