@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# Settings from --env, for every server.
+EXTRA: dict = {}
 
 
 def free_port() -> int:
@@ -39,7 +41,7 @@ class Server:
         shutil.copytree(ROOT / "schemas", Path(self.dir) / "schemas")
         self.port = free_port()
         e = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
-        e.update({"SLUICE_SERVER__LISTEN": f"127.0.0.1:{self.port}", "RUST_LOG": "error"}, **env)
+        e.update({"SLUICE_SERVER__LISTEN": f"127.0.0.1:{self.port}", "RUST_LOG": "error"}, **EXTRA, **env)
         self.proc = subprocess.Popen([binary, "serve"], cwd=self.dir, env=e,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 20
@@ -217,8 +219,14 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--binary", required=True)
     p.add_argument("--patience", type=float, default=30.0)
+    p.add_argument("--env", action="append", default=[], metavar="SLUICE_X__Y=V",
+                   help="a setting for every server started (repeatable)")
+    p.add_argument("--only", action="append", default=[], help="run only this attack (repeatable)")
     a = p.parse_args()
+    EXTRA.update(kv.split("=", 1) for kv in a.env)
     for f in (compat_attack, register_32, validation_bomb, gzip_bombs, slowloris, spoof_and_csrf):
+        if a.only and f.__name__ not in a.only:
+            continue
         print(f"{f.__name__}: {f(a.binary, a.patience)}", flush=True)
 
 
