@@ -188,17 +188,20 @@ fn ok(v: Value) -> Response {
     resp
 }
 
+/// An authentication refusal in Confluent's shape (`error_code` = status * 100 + 1).
+fn auth_refusal(e: crate::auth::AuthError) -> Response {
+    let status = e.status();
+    let code = u32::from(status.as_u16()) * 100 + 1;
+    SrError::new(status, code, format!("{} ({})", e, e.code())).into_response()
+}
+
 /// Reads need `registry:read` (unless open), writes `registry:write`. Lookups and
 /// compatibility checks are POSTs but only read.
 async fn authorize(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     match app.auth.open_to(crate::auth::peer_ip(&req)) {
         Ok(true) => return next.run(req).await,
         Ok(false) => {}
-        Err(e) => {
-            let status = e.status();
-            let code = u32::from(status.as_u16()) * 100 + 1;
-            return SrError::new(status, code, format!("{} ({})", e, e.code())).into_response();
-        }
+        Err(e) => return auth_refusal(e),
     }
     let path = req.uri().path();
     let read = req.method() == Method::GET
@@ -214,11 +217,7 @@ async fn authorize(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
         .await
     {
         Ok(p) => p,
-        Err(e) => {
-            let status = e.status();
-            let code = u32::from(status.as_u16()) * 100 + 1;
-            return SrError::new(status, code, format!("{} ({})", e, e.code())).into_response();
-        }
+        Err(e) => return auth_refusal(e),
     };
     let allowed = if read {
         principal.scopes.registry_read || principal.scopes.registry_write
