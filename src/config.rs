@@ -1400,6 +1400,62 @@ mod tests {
     }
 
     #[test]
+    fn the_hardening_limits_are_checked_at_start() {
+        for (var, value, field) in [
+            (
+                "SLUICE_SERVER__HEADER_READ_TIMEOUT",
+                "0s",
+                "server.header_read_timeout",
+            ),
+            ("SLUICE_SERVER__IDLE_TIMEOUT", "0s", "server.idle_timeout"),
+            (
+                "SLUICE_SERVER__MAX_CONNECTIONS",
+                "0",
+                "server.max_connections",
+            ),
+            (
+                "SLUICE_SERVER__MAX_STREAMS_PER_CONNECTION",
+                "0",
+                "server.max_streams_per_connection",
+            ),
+            (
+                "SLUICE_LIMITS__MAX_EXTENSIONS",
+                "1025",
+                "limits.max_extensions",
+            ),
+            (
+                "SLUICE_LIMITS__MAX_INFLIGHT_BYTES_PER_CONNECTION",
+                "1MiB",
+                "limits.max_inflight_bytes_per_connection",
+            ),
+            (
+                "SLUICE_REGISTRY__MAX_SCHEMA_BYTES",
+                "0",
+                "registry.max_schema_bytes",
+            ),
+            (
+                "SLUICE_REGISTRY__COMPAT_BUDGET",
+                "0",
+                "registry.compat_budget",
+            ),
+            (
+                "SLUICE_REGISTRY__COMPAT_TIMEOUT",
+                "0s",
+                "registry.compat_timeout",
+            ),
+            (
+                "SLUICE_REGISTRY__MAX_SCHEMA_FANOUT",
+                "0",
+                "registry.max_schema_fanout",
+            ),
+        ] {
+            let e = err(&[(var, value)]);
+            assert!(e.contains(field), "{var}={value}: {e}");
+        }
+        assert!(Config::load(None, env(&[("SLUICE_LIMITS__MAX_EXTENSIONS", "1024")])).is_ok());
+    }
+
+    #[test]
     fn bad_values_name_the_field() {
         assert!(err(&[("SLUICE_SERVER__LISTEN", "nope")]).contains("server.listen"));
         assert!(err(&[("SLUICE_LIMITS__MAX_BODY_BYTES", "5 parsecs")])

@@ -367,3 +367,31 @@ async fn kinesis_with_the_spool_replays_spooled_events_into_the_stream() {
     );
     assert_eq!(records[0].json()["id"], "sp0");
 }
+
+#[tokio::test]
+async fn kinesis_records_over_its_limit_are_refused_at_ingest_not_spooled() {
+    let ws = Workspace::new();
+    ws.schema(ANY, 1, json!({}));
+    let stream = unique("it.kinesis.refuse.");
+    create_stream(&endpoint(), &stream, 1).await;
+    let mut c = ws.kinesis_config(&endpoint());
+    c.routes.default_topic = stream.clone();
+    c.limits.max_event_bytes = ByteSize(2 << 20);
+    c.limits.max_body_bytes = ByteSize(4 << 20);
+    c.limits.max_decompressed_bytes = ByteSize(4 << 20);
+    // Acknowledged once spooled: without the check at ingest, the oversized record would be
+    // answered 200 and then refused for good at replay.
+    c.spool.enabled = true;
+    c.spool.dir = ws.path().join("spool");
+    c.routes.ack = sluice::config::Ack::Spool;
+    let s = TestServer::start_ready(c).await;
+    let big = json!({"type": ANY, "id": "big", "data": "x".repeat(1 << 20)});
+    let small = json!({"type": ANY, "id": "small", "data": "y"});
+    let a = s.send_json(&json!([big, small])).await;
+    assert_eq!(a.status, 207, "{}", a.body);
+    assert_eq!(a.result(0)["status"], 413);
+    assert_eq!(a.result(0)["error"]["code"], "record_too_large");
+    assert_eq!(a.result(1)["status"], 200);
+    let m = s.metrics().await;
+    assert!(!m.contains("sluice_spool_quarantined_total 1"), "{m}");
+}
