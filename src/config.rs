@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+mod kafka;
+pub use kafka::{KafkaProtocol, KafkaSecurity, SaslMechanism, TokenSource};
+
 /// Prefix of every environment variable that overrides a config field.
 pub const ENV_PREFIX: &str = "SLUICE_";
 
@@ -242,8 +245,36 @@ pub struct KafkaConfig {
     pub delivery_timeout_ms: u64,
     /// How often readiness re-checks that a broker answers.
     pub probe_interval: HumanDuration,
-    /// Passed to librdkafka as-is, after (and so over) the settings above.
+    /// Passed to librdkafka as-is, after (and so over) the settings above. Keys that a
+    /// security field below sets are refused here (one place for each setting).
     pub properties: BTreeMap<String, String>,
+    // Security (see src/config/kafka.rs and README "Kafka security"). Secrets come from files
+    // (or, for sasl_password and oauth_client_secret, the environment), never shown by Debug.
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    pub security_protocol: KafkaProtocol,
+    /// `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`, `OAUTHBEARER` or `AWS_MSK_IAM`.
+    pub sasl_mechanism: Option<SaslMechanism>,
+    pub sasl_username: Option<String>,
+    pub sasl_password_file: Option<PathBuf>,
+    /// From the environment (`SLUICE_KAFKA__SASL_PASSWORD`); `sasl_password_file` otherwise.
+    pub sasl_password: Option<Secret>,
+    /// CA certificates (PEM) that verify the brokers; unset: the system's.
+    pub ssl_ca_file: Option<PathBuf>,
+    /// A client certificate (PEM, with its chain) and its key, for brokers that require one.
+    pub ssl_cert_file: Option<PathBuf>,
+    pub ssl_key_file: Option<PathBuf>,
+    /// OAUTHBEARER: the OIDC token endpoint (client credentials grant).
+    pub oauth_token_url: Option<String>,
+    pub oauth_client_id: Option<String>,
+    pub oauth_client_secret_file: Option<PathBuf>,
+    /// From the environment (`SLUICE_KAFKA__OAUTH_CLIENT_SECRET`).
+    pub oauth_client_secret: Option<Secret>,
+    pub oauth_scope: Option<String>,
+    /// AWS_MSK_IAM: the cluster's region; unset: the AWS chain's (`AWS_REGION`, profile).
+    pub msk_iam_region: Option<String>,
+    /// Lets PLAIN, OAUTHBEARER or AWS_MSK_IAM run over `sasl_plaintext`, which sends the
+    /// password or token in clear. Off: refused at start.
+    pub allow_insecure_sasl: bool,
 }
 
 impl Default for KafkaConfig {
@@ -256,6 +287,21 @@ impl Default for KafkaConfig {
             delivery_timeout_ms: 10_000,
             probe_interval: HumanDuration::from_secs(2),
             properties: BTreeMap::new(),
+            security_protocol: KafkaProtocol::default(),
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password_file: None,
+            sasl_password: None,
+            ssl_ca_file: None,
+            ssl_cert_file: None,
+            ssl_key_file: None,
+            oauth_token_url: None,
+            oauth_client_id: None,
+            oauth_client_secret_file: None,
+            oauth_client_secret: None,
+            oauth_scope: None,
+            msk_iam_region: None,
+            allow_insecure_sasl: false,
         }
     }
 }
@@ -1028,6 +1074,7 @@ impl Config {
                         "must be greater than 0",
                     ));
                 }
+                KafkaSecurity::from_config(&self.kafka)?;
             }
             SinkKind::Kinesis => {
                 let k = &self.kinesis;
@@ -1176,7 +1223,11 @@ fn overlay_env(
     if keys.len() == 3 && keys[0] == "kafka" && keys[1] == "properties" {
         keys[2] = keys[2].replace('_', ".");
     }
-    let leaf = if keys.len() == 3 && keys[1] == "properties" {
+    // Secrets and names stay as written ("0123" is a password, not the number 123).
+    let verbatim = ["password", "secret", "username", "client_id"]
+        .iter()
+        .any(|s| keys.last().is_some_and(|k| k.ends_with(s)));
+    let leaf = if verbatim || keys.len() == 3 && keys[1] == "properties" {
         toml::Value::String(value.to_string())
     } else {
         typed_env_value(value)

@@ -33,7 +33,7 @@ pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
         "checks": {
-            "sink": {"kind": app.pipeline.sink.kind(), "ready": sink},
+            "sink": {"kind": app.pipeline.sink.kind(), "ready": sink, "reason": app.pipeline.sink.problem()},
             "spool": app.pipeline.spool.as_ref().map(|s| json!({
                 "bytes": s.bytes(),
                 "backlog_bytes": s.backlog_bytes(),

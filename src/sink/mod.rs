@@ -66,6 +66,10 @@ pub enum DeliveryError {
     TooLarge(String),
     #[error("delivery failed: {0}")]
     Failed(String),
+    /// The sink denies this gateway's principal the write (Kafka ACLs, IAM). Retriable: it
+    /// succeeds once an operator grants it, so the client (or the spool) keeps the event.
+    #[error("the sink denies this gateway the write (authorization): {0}")]
+    Unauthorized(String),
     /// The sink could not take the record and the spool is full.
     #[error("the sink is unavailable and the spool is full")]
     SpoolFull,
@@ -83,6 +87,7 @@ impl DeliveryError {
             DeliveryError::Rejected(_) => "delivery_rejected",
             DeliveryError::TooLarge(_) => "record_too_large",
             DeliveryError::Failed(_) => "delivery_failed",
+            DeliveryError::Unauthorized(_) => "sink_unauthorized",
             DeliveryError::SpoolFull => "spool_full",
             DeliveryError::SpoolFailed(_) => "spool_failed",
         }
@@ -133,6 +138,12 @@ pub trait Sink: Send + Sync + 'static {
 
     /// Why the sink could never take `record` (over its size limit), if it could not: such
     /// an event is refused at ingest, never acknowledged, spooled or retried.
+    /// Why the sink is not ready, or what it cannot do while ready (a topic it may not write),
+    /// for `/readyz`.
+    fn problem(&self) -> Option<String> {
+        None
+    }
+
     fn refuses(&self, _record: &Record) -> Option<String> {
         None
     }
@@ -151,7 +162,7 @@ pub async fn from_config(config: &Config) -> anyhow::Result<Arc<dyn Sink>> {
             Arc::new(BlackholeSink::default())
         }
         SinkKind::File => Arc::new(FileSink::open(&config.file.dir)?),
-        SinkKind::Kafka => Arc::new(KafkaSink::new(&config.kafka)?),
+        SinkKind::Kafka => Arc::new(KafkaSink::new(&config.kafka).await?),
         SinkKind::Kinesis => Arc::new(KinesisSink::new(&config.kinesis).await?),
     })
 }

@@ -26,6 +26,13 @@ pub const PUBLISH_DURATION: &str = "sluice_publish_duration_seconds";
 /// Producers replaced after a fatal error, by `sink`.
 pub const PRODUCER_RESTARTS: &str = "sluice_producer_restarts_total";
 /// Events decoded and not yet answered: the autoscaling demand signal.
+/// Kafka refusing this gateway's credentials, certificate or permissions, by `cause`
+/// (`authentication`, `certificate`, `tls`, `authorization`).
+pub const KAFKA_SECURITY_ERRORS: &str = "sluice_kafka_security_errors_total";
+/// OAUTHBEARER tokens made for Kafka, by `source` (`oidc`, `msk_iam`) and `result` (`ok`, `failed`).
+pub const KAFKA_TOKEN_REFRESHES: &str = "sluice_kafka_token_refreshes_total";
+/// Expiry of the current Kafka OAUTHBEARER token, as a Unix timestamp.
+pub const KAFKA_TOKEN_EXPIRY: &str = "sluice_kafka_token_expiry_timestamp_seconds";
 pub const INFLIGHT_EVENTS: &str = "sluice_inflight_events";
 /// Rejected events for dead-letter topics, by `result` (`published`, `failed`, `capped`).
 pub const DEAD_LETTERS: &str = "sluice_dead_letters_total";
@@ -159,6 +166,18 @@ fn describe() {
         "Time from handing a batch to the sink until every record is acknowledged"
     );
     describe_counter!(PRODUCER_RESTARTS, "Producers replaced after a fatal error");
+    describe_counter!(
+        KAFKA_SECURITY_ERRORS,
+        "Kafka refusing the gateway's credentials, certificate or permissions, by cause"
+    );
+    describe_counter!(
+        KAFKA_TOKEN_REFRESHES,
+        "OAUTHBEARER tokens made for Kafka, by source and result"
+    );
+    describe_gauge!(
+        KAFKA_TOKEN_EXPIRY,
+        "Expiry of the current Kafka OAUTHBEARER token (Unix time)"
+    );
     describe_gauge!(HTTP_CONNECTIONS, "Open client connections");
     describe_counter!(
         HTTP_CONNECTIONS_AGED,

@@ -10,6 +10,7 @@ mod faults;
 mod helm;
 mod ingest;
 mod kafka;
+mod kafka_security;
 mod kinesis;
 mod loadtest;
 mod metrics;

@@ -7,44 +7,16 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, IsCa, Issuer,
-    KeyPair, RevocationReason, RevokedCertParams, SerialNumber,
+    CertificateParams, CertificateRevocationListParams, KeyPair, RevocationReason,
+    RevokedCertParams, SerialNumber,
 };
 use serde_json::{json, Value};
 use sluice::config::{ClientAuth, ClientCertConfig, HumanDuration, KeyClass};
 use tokio::io::AsyncReadExt;
 
 use crate::support::auth::api_key_entry;
+use crate::support::certs::Ca;
 use crate::support::{TestServer, Workspace, ANY};
-
-/// A CA that signs server and client certificates.
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let cert = p.self_signed(&key).unwrap();
-        Ca {
-            pem: cert.pem(),
-            issuer: Issuer::new(p, key),
-        }
-    }
-
-    /// A leaf certificate for `names` (DNS names or IP addresses); (cert PEM, key PEM).
-    fn leaf(&self, names: &[&str]) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .unwrap();
-        let cert = p.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
 
 struct Files {
     cert: PathBuf,

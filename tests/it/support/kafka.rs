@@ -239,6 +239,7 @@ impl Node {
             .arg("node")
             .arg(&self.dir)
             .env("KAFKA_HEAP_OPTS", self.heap)
+            .env("SLUICE_KAFKA_WATCH_PID", std::process::id().to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
@@ -366,11 +367,20 @@ impl Cluster {
     /// One broker+controller listening on `port`, whose clients are told to connect to
     /// `advertised` (a proxy in front of it) instead.
     pub async fn single_on(port: u16, advertised: Option<u16>) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
+        Cluster::single_with(tempfile::tempdir().unwrap(), port, advertised, "").await
+    }
+
+    /// [`Cluster::single_on`] in `dir`, with more `node.env` lines (see scripts/kafka-broker).
+    pub async fn single_with(
+        dir: tempfile::TempDir,
+        port: u16,
+        advertised: Option<u16>,
+        more_env: &str,
+    ) -> Cluster {
         let cport = node_port();
         let env = format!(
             "NODE_ID=1\nROLES=broker,controller\nPORT={port}\nADVERTISED_PORT={}\n\
-             CONTROLLER_PORT={cport}\nVOTERS=1@127.0.0.1:{cport}\nCLUSTER_ID={}\n",
+             CONTROLLER_PORT={cport}\nVOTERS=1@127.0.0.1:{cport}\nCLUSTER_ID={}\n{more_env}",
             advertised.unwrap_or(port),
             cluster_id()
         );

@@ -2,7 +2,9 @@
 //! broker reached over TCP, and a TCP proxy the tests control for outages.
 
 pub mod auth;
+pub mod certs;
 pub mod kafka;
+pub mod kafka_secure;
 pub mod kinesis;
 pub mod load;
 pub mod process;

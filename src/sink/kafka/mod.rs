@@ -4,30 +4,40 @@
 //! Readiness comes from a background metadata probe plus librdkafka's own "all brokers down"
 //! error, so `/readyz` never blocks on the network.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+mod diagnose;
+pub mod token;
+
+use std::error::Error;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use rdkafka::client::ClientContext;
+use rdkafka::client::{ClientContext, OAuthToken};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use super::{DeliveryError, Receipts, Record, Sink};
-use crate::config::KafkaConfig;
+use crate::config::{KafkaConfig, KafkaSecurity, TokenSource};
 use crate::telemetry;
+pub use diagnose::Health;
+use token::Tokens;
 
-/// librdkafka callbacks, routed into tracing and the readiness flag.
+/// librdkafka callbacks, routed into tracing, readiness and the token source.
 pub struct SinkContext {
-    ready: Arc<AtomicBool>,
+    health: Arc<Health>,
+    tokens: Option<Arc<Tokens>>,
     /// The probe's client: its log lines repeat the producer's (same brokers), so at debug.
     quiet: bool,
 }
 
 impl ClientContext for SinkContext {
+    // librdkafka raises the refresh event only with sasl.mechanism=OAUTHBEARER.
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         if self.quiet {
             tracing::debug!(target: "librdkafka", fac, "probe: {message}");
@@ -50,13 +60,30 @@ impl ClientContext for SinkContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
-            self.ready.store(false, Ordering::Relaxed);
+            self.health.ready.store(false, Ordering::Relaxed);
+        }
+        // Refusals (credentials, certificates) are logged there, once per distinct cause.
+        if self.health.client_error(&error, reason) {
+            return;
         }
         if self.quiet {
             tracing::debug!(target: "librdkafka", %error, "probe: {reason}");
         } else {
             tracing::warn!(target: "librdkafka", %error, "{reason}");
         }
+    }
+
+    fn generate_oauth_token(&self, _config: Option<&str>) -> Result<OAuthToken, Box<dyn Error>> {
+        let tokens = self
+            .tokens
+            .as_ref()
+            .ok_or("sasl.mechanism is OAUTHBEARER but kafka.sasl_mechanism is not: set kafka.sasl_mechanism = \"OAUTHBEARER\" and kafka.oauth_* (or AWS_MSK_IAM)")?;
+        let t = tokens.get_blocking()?;
+        Ok(OAuthToken {
+            token: t.value,
+            principal_name: t.principal,
+            lifetime_ms: t.expires_at_ms,
+        })
     }
 }
 
@@ -73,7 +100,8 @@ struct Inner {
     producer: ArcSwap<Producer_>,
     /// A client of its own for the readiness probe (see [`probe`]); it never sends a record.
     prober: Arc<Producer_>,
-    ready: Arc<AtomicBool>,
+    health: Arc<Health>,
+    tokens: Option<Arc<Tokens>>,
     delivery_timeout: Duration,
     replacing: Mutex<()>,
     /// librdkafka's `message.max.bytes` (default 1 000 000): larger records are refused by
@@ -82,27 +110,22 @@ struct Inner {
 }
 
 impl KafkaSink {
-    pub fn new(config: &KafkaConfig) -> anyhow::Result<KafkaSink> {
-        let mut cc = ClientConfig::new();
-        cc.set("bootstrap.servers", config.brokers.join(","))
-            .set("client.id", &config.client_id)
-            // No duplicates from the producer's own retries, no reordering within a partition.
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", &config.compression)
-            .set("linger.ms", config.linger_ms.to_string())
-            .set("message.timeout.ms", config.delivery_timeout_ms.to_string());
-        for (k, v) in &config.properties {
-            cc.set(k, v);
-        }
-        let ready = Arc::new(AtomicBool::new(false));
-        let producer = create(&cc, &ready, false).map_err(|e| {
+    pub async fn new(config: &KafkaConfig) -> anyhow::Result<KafkaSink> {
+        let security = KafkaSecurity::from_config(config)?;
+        let cc = client_config(config, &security);
+        let tokens = match &security.token {
+            None => None,
+            Some(source) => Some(Arc::new(tokens(source, config).await?)),
+        };
+        tracing::info!(brokers = %config.brokers.join(","), security = %security.summary, "Kafka sink");
+        let health = Arc::new(Health::default());
+        let producer = create(&cc, &health, &tokens, false).map_err(|e| {
             anyhow::anyhow!("cannot create the Kafka producer (check `kafka.*` settings): {e}")
         })?;
         let mut probe_config = cc.clone();
         // It sends no records, so it needs no producer id from the brokers.
         probe_config.set("enable.idempotence", "false");
-        let prober = create(&probe_config, &ready, true)?;
+        let prober = create(&probe_config, &health, &tokens, true)?;
         let max_message_bytes = cc
             .get("message.max.bytes")
             .and_then(|v| v.parse().ok())
@@ -112,7 +135,8 @@ impl KafkaSink {
             client_config: cc,
             producer: ArcSwap::from(producer),
             prober,
-            ready,
+            health,
+            tokens,
             delivery_timeout: Duration::from_millis(config.delivery_timeout_ms),
             replacing: Mutex::new(()),
         });
@@ -121,13 +145,60 @@ impl KafkaSink {
     }
 }
 
+/// librdkafka's settings: ours, the security ones, then `kafka.properties` over them.
+pub fn client_config(config: &KafkaConfig, security: &KafkaSecurity) -> ClientConfig {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", config.brokers.join(","))
+        .set("client.id", &config.client_id)
+        // No duplicates from the producer's own retries, no reordering within a partition.
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", &config.compression)
+        .set("linger.ms", config.linger_ms.to_string())
+        .set("message.timeout.ms", config.delivery_timeout_ms.to_string());
+    for (k, v) in security.properties() {
+        cc.set(k, v);
+    }
+    for (k, v) in &config.properties {
+        cc.set(k, v);
+    }
+    cc
+}
+
+/// The token maker for `source`.
+pub async fn tokens(source: &TokenSource, _config: &KafkaConfig) -> anyhow::Result<Tokens> {
+    let maker: Box<dyn token::MakeToken> = match source {
+        TokenSource::Oidc {
+            url,
+            client_id,
+            client_secret,
+            scope,
+        } => Box::new(token::Oidc {
+            url: url.clone(),
+            client_id: client_id.clone(),
+            client_secret: client_secret.clone(),
+            scope: scope.clone(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?,
+        }),
+        TokenSource::MskIam { .. } => {
+            anyhow::bail!("kafka.sasl_mechanism AWS_MSK_IAM: not built yet (TODO issue 17)")
+        }
+    };
+    Ok(Tokens::new(maker, tokio::runtime::Handle::current()))
+}
+
 fn create(
     cc: &ClientConfig,
-    ready: &Arc<AtomicBool>,
+    health: &Arc<Health>,
+    tokens: &Option<Arc<Tokens>>,
     quiet: bool,
 ) -> Result<Arc<Producer_>, KafkaError> {
     Ok(Arc::new(cc.create_with_context(SinkContext {
-        ready: ready.clone(),
+        health: health.clone(),
+        tokens: tokens.clone(),
         quiet,
     })?))
 }
@@ -149,7 +220,7 @@ impl Inner {
             return; // another request already replaced it
         }
         tracing::error!(?code, %reason, "Kafka producer is broken; starting a new one");
-        match create(&self.client_config, &self.ready, false) {
+        match create(&self.client_config, &self.health, &self.tokens, false) {
             Ok(p) => {
                 self.producer.store(p);
                 metrics::counter!(telemetry::PRODUCER_RESTARTS, "sink" => "kafka").increment(1);
@@ -173,7 +244,7 @@ async fn probe(inner: Weak<Inner>, interval: Duration) {
     loop {
         let Some(i) = inner.upgrade() else { return };
         let p = i.prober.clone();
-        let ready = i.ready.clone();
+        let health = i.health.clone();
         drop(i);
         let started = Instant::now();
         let ok = tokio::task::spawn_blocking(move || {
@@ -185,11 +256,14 @@ async fn probe(inner: Weak<Inner>, interval: Duration) {
         .await
         .unwrap_or(false);
         tracing::debug!(ok, took = ?started.elapsed(), "Kafka probe");
-        if ready.swap(ok, Ordering::Relaxed) != ok {
+        if health.probed(ok) != ok {
             if ok {
                 tracing::info!("Kafka brokers reachable");
             } else {
-                tracing::warn!("Kafka brokers unreachable");
+                tracing::warn!(
+                    reason = health.problem().unwrap_or_default(),
+                    "Kafka brokers unreachable"
+                );
             }
         }
         tokio::time::sleep(interval).await;
@@ -222,6 +296,9 @@ fn classify(error: &KafkaError) -> DeliveryError {
     use RDKafkaErrorCode as C;
     match error.rdkafka_error_code() {
         Some(C::QueueFull) => DeliveryError::QueueFull,
+        Some(C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed) => {
+            DeliveryError::Unauthorized(error.to_string())
+        }
         Some(C::MessageTimedOut) | Some(C::RequestTimedOut) => {
             DeliveryError::TimedOut(error.to_string())
         }
@@ -230,7 +307,6 @@ fn classify(error: &KafkaError) -> DeliveryError {
             | C::InvalidMessageSize
             | C::InvalidMessage
             | C::InvalidRecord
-            | C::TopicAuthorizationFailed
             | C::InvalidTopic
             | C::UnknownTopic
             | C::UnknownTopicOrPartition,
@@ -296,16 +372,24 @@ impl Sink for KafkaSink {
         }
         let mut out = Vec::with_capacity(pending.len());
         let mut state_error = None;
-        let mut failed = |e: KafkaError| {
+        let health = &self.inner.health;
+        let mut failed = |e: KafkaError, topic: &str| {
             state_error = state_error.or(breaks_producer(&e));
-            Err(classify(&e))
+            let error = classify(&e);
+            if let DeliveryError::Unauthorized(reason) = &error {
+                health.denied(topic, reason);
+            }
+            Err(error)
         };
-        for p in pending {
+        for (p, r) in pending.into_iter().zip(&records) {
             out.push(match p {
-                Err(e) => failed(e),
+                Err(e) => failed(e, &r.topic),
                 Ok(future) => match tokio::time::timeout_at(deadline, future).await {
-                    Ok(Ok(Ok(_))) => Ok(()),
-                    Ok(Ok(Err((e, _)))) => failed(e),
+                    Ok(Ok(Ok(_))) => {
+                        health.delivered(&r.topic);
+                        Ok(())
+                    }
+                    Ok(Ok(Err((e, _)))) => failed(e, &r.topic),
                     Ok(Err(_)) => Err(DeliveryError::Failed("the producer was dropped".into())),
                     Err(_) => Err(DeliveryError::TimedOut(
                         "no broker acknowledgement within kafka.delivery_timeout_ms".into(),
@@ -320,7 +404,11 @@ impl Sink for KafkaSink {
     }
 
     fn is_ready(&self) -> bool {
-        self.inner.ready.load(Ordering::Relaxed)
+        self.inner.health.ready.load(Ordering::Relaxed)
+    }
+
+    fn problem(&self) -> Option<String> {
+        self.inner.health.problem()
     }
 
     async fn flush(&self, timeout: Duration) -> Result<(), DeliveryError> {
