@@ -33,6 +33,11 @@ enum Command {
         #[arg(long, short, env = "SLUICE_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Kafka as the configuration reaches it.
+    Kafka {
+        #[command(subcommand)]
+        command: KafkaCommand,
+    },
     /// The schema registry of a running Sluice: register, check, get, list.
     Schema {
         #[command(flatten)]
@@ -53,6 +58,26 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
     },
+}
+
+#[derive(Subcommand)]
+enum KafkaCommand {
+    /// Connect with the configured security (the same config as `serve`), list the brokers
+    /// and the topics the routes name for the types in schemas.dir, and say what is wrong
+    /// when it cannot. Exits 0 when everything is usable.
+    Check {
+        #[arg(long, short, env = "SLUICE_CONFIG")]
+        config: Option<PathBuf>,
+        /// How long to wait for each answer.
+        #[arg(long, default_value = "10s", value_parser = humantime_secs)]
+        timeout: std::time::Duration,
+    },
+}
+
+fn humantime_secs(s: &str) -> Result<std::time::Duration, String> {
+    s.parse::<sluice::config::HumanDuration>()
+        .map(|d| d.0)
+        .map_err(|e| e.to_string())
 }
 
 #[derive(Subcommand)]
@@ -141,6 +166,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 config.schemas.dir.display(),
                 config.auth.effective_mode(),
             );
+            Ok(())
+        }
+        Command::Kafka {
+            command: KafkaCommand::Check { config, timeout },
+        } => {
+            let config = load(config.as_ref())?;
+            let cache = sluice::registry::ValidatorCache::load(std::sync::Arc::new(
+                sluice::registry::DirStore::new(&config.schemas.dir),
+            ))
+            .await?;
+            let types: Vec<String> = cache.catalog().subjects().map(String::from).collect();
+            let report = sluice::sink::kafka::check::check(&config, &types, timeout).await?;
+            print!("{}", report.text);
+            if !report.ok {
+                anyhow::bail!("Kafka is not usable as configured (see above)");
+            }
             Ok(())
         }
         Command::Schema { target, command } => schema_cli::run(target, command).await,

@@ -235,6 +235,25 @@ impl Router {
         }
     }
 
+    /// The topics (and dead-letter topics) events of type `ty` from a request without a tenant
+    /// go to, leaving out templates that need one. For `sluice kafka check`.
+    pub fn tenant_free_topics(&self, ty: &str) -> Vec<String> {
+        let rule = self
+            .rules
+            .iter()
+            .find(|r| r.types.matches(ty) && r.tenants.is_none());
+        let (topic, dead_letter) = match rule {
+            Some(r) => (&r.topic, r.dead_letter.as_ref()),
+            None => (&self.default, self.default_dead_letter.as_ref()),
+        };
+        [Some(topic), dead_letter]
+            .into_iter()
+            .flatten()
+            .filter(|t| !t.uses_tenant())
+            .map(|t| t.render(ty, None))
+            .collect()
+    }
+
     /// Whether any topic depends on the tenant, which only authenticated requests have.
     pub fn uses_tenant(&self) -> bool {
         self.uses_tenant

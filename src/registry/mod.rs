@@ -192,6 +192,11 @@ impl Catalog {
         self.subjects.values().map(BTreeMap::len).sum()
     }
 
+    /// Every subject (event type) with a schema.
+    pub fn subjects(&self) -> impl Iterator<Item = &str> {
+        self.subjects.keys().map(String::as_str)
+    }
+
     /// Whether `subject` (an event type) has a schema.
     pub fn knows(&self, subject: &str) -> bool {
         self.subjects.contains_key(subject)

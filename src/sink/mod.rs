@@ -4,7 +4,7 @@
 
 mod blackhole;
 mod file;
-mod kafka;
+pub mod kafka;
 mod kinesis;
 
 use std::sync::Arc;

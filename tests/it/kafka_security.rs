@@ -343,3 +343,184 @@ async fn kafka_oauthbearer_tokens_from_the_idp_are_refreshed_through_a_90_second
         "the refresh while the endpoint was down is counted"
     );
 }
+
+/// Our MSK IAM token against AWS's own signer, byte for byte, for fixed credentials, region
+/// and time, with and without a session token (whose `/`, `+` and `=` must be encoded alike).
+#[test]
+fn msk_iam_tokens_are_byte_for_byte_those_of_aws_signer() {
+    use aws_credential_types::Credentials;
+    use std::time::UNIX_EPOCH;
+    let python = std::env::var("SLUICE_TEST_PYTHON")
+        .expect("run with scripts/test, which sets SLUICE_TEST_PYTHON (a virtualenv with aws-msk-iam-sasl-signer-python)");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/it/python/msk_iam_token.py"
+    );
+    let at: u64 = 1_796_419_800; // 2026-12-04T21:30:00Z
+    let secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+    for (region, session) in [
+        ("eu-west-1", None),
+        (
+            "us-east-1",
+            Some("IQoJb3JpZ2luX2VjEMr//////////wEaCXVzLWVhc3QtMSJHMEUCIQD+abc/def+ghi=="),
+        ),
+        ("ap-southeast-2", Some("FwoGZXIvYXdzEBYaDHh5eXp6")),
+    ] {
+        let mut cmd = std::process::Command::new(&python);
+        cmd.arg(script)
+            .arg(region)
+            .arg(at.to_string())
+            .arg("AKIAIOSFODNN7EXAMPLE")
+            .arg(secret);
+        if let Some(s) = session {
+            cmd.arg(s);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let aws: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let creds = Credentials::new(
+            "AKIAIOSFODNN7EXAMPLE",
+            secret,
+            session.map(String::from),
+            None,
+            "test",
+        );
+        let (ours, expires_ms) = sluice::sink::kafka::msk_iam::token(
+            &creds,
+            region,
+            UNIX_EPOCH + Duration::from_secs(at),
+            aws["user_agent"].as_str().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            ours,
+            aws["token"].as_str().unwrap(),
+            "{region}, session token {session:?}"
+        );
+        assert_eq!(expires_ms, aws["expires_ms"].as_i64().unwrap());
+    }
+}
+
+/// Runs `sluice kafka check` with `env`; returns (exit success, stdout + stderr).
+async fn kafka_check(env: &[(&str, String)]) -> (bool, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.args(["kafka", "check", "--timeout", "5s"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test]
+async fn kafka_check_lists_brokers_and_route_topics_and_says_what_is_wrong() {
+    let b = secure_broker().await;
+    let ws = Workspace::new();
+    let (_, present) = fresh_type(&ws, b).await;
+    let missing_ty = unique("it.ksec.missing.");
+    ws.schema(&missing_ty, 1, strict_schema());
+    let (_, denied) = fresh_type(&ws, b).await;
+    b.allow("User:bob", "Write", &denied);
+    let password = password_file(&ws, SCRAM_PASSWORD);
+    let env = |password: &PathBuf| {
+        vec![
+            ("SLUICE_SINK__KIND", "kafka".to_string()),
+            ("SLUICE_SCHEMAS__DIR", ws.schemas().display().to_string()),
+            ("SLUICE_KAFKA__BROKERS", b.scram.clone()),
+            ("SLUICE_KAFKA__SECURITY_PROTOCOL", "sasl_ssl".into()),
+            ("SLUICE_KAFKA__SASL_MECHANISM", "SCRAM-SHA-512".into()),
+            ("SLUICE_KAFKA__SASL_USERNAME", "alice".into()),
+            (
+                "SLUICE_KAFKA__SASL_PASSWORD_FILE",
+                password.display().to_string(),
+            ),
+            (
+                "SLUICE_KAFKA__SSL_CA_FILE",
+                b.ca_file().display().to_string(),
+            ),
+        ]
+    };
+
+    let (ok, out) = kafka_check(&env(&password)).await;
+    assert!(!ok, "a missing and a denied topic are problems: {out}");
+    assert!(out.contains("sasl_ssl, SCRAM-SHA-512 as alice"), "{out}");
+    assert!(out.contains("connected: 1 broker(s)"), "{out}");
+    assert!(
+        out.contains(&format!("ok       {present}  1 partition(s)")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("missing  events.{missing_ty}: does not exist")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("denied   {denied}: authorization")),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("sluice: Kafka is not usable as configured (see above)\n"),
+        "{out}"
+    );
+
+    let wrong = password_file(&ws, "not-the-password");
+    let (ok, out) = kafka_check(&env(&wrong)).await;
+    assert!(!ok);
+    assert!(out.contains("cannot connect: authentication: "), "{out}");
+    assert!(
+        out.contains("hint: the brokers refuse the credentials"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("not-the-password") && !out.contains(SCRAM_PASSWORD),
+        "{out}"
+    );
+
+    // TLS to the plaintext SASL port: the session itself fails.
+    let mut e = env(&password);
+    e[2].1 = b.plain.clone();
+    let (ok, out) = kafka_check(&e).await;
+    assert!(!ok);
+    assert!(out.contains("cannot connect: "), "{out}");
+    println!("TLS to a plaintext port: {out}");
+}
+
+/// AWS_MSK_IAM end to end short of MSK itself: credentials from the AWS chain (scripts/test
+/// sets them in the environment, as a pod's IRSA or an instance profile would), a token signed
+/// and handed to librdkafka, sent over SASL_SSL to Kafka, whose JWT validator refuses it (it is
+/// no JWT): not ready, the reason says authentication, nothing acknowledged.
+#[tokio::test]
+async fn kafka_msk_iam_signs_with_the_aws_chain_and_a_broker_refusing_the_token_is_not_ready() {
+    let b = secure_broker().await;
+    let ws = Workspace::new();
+    let (ty, topic) = fresh_type(&ws, b).await;
+    let s = TestServer::start(config(&ws, &b.oauth, |k| {
+        k.security_protocol = KafkaProtocol::SaslSsl;
+        k.sasl_mechanism = Some(SaslMechanism::AwsMskIam);
+        k.msk_iam_region = Some("eu-west-1".into());
+        k.ssl_ca_file = Some(b.ca_file());
+    }))
+    .await;
+    assert_refused(&s, b, &ty, &topic, "authentication").await;
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.lines().any(|l| l
+            .starts_with("sluice_kafka_token_refreshes_total{source=\"msk_iam\",result=\"ok\"}")),
+        "a token was signed from the chain's credentials: {metrics}"
+    );
+}

@@ -141,6 +141,15 @@ impl Health {
         self.ready.swap(ok, Ordering::Relaxed)
     }
 
+    /// The kind of the last refusal, if any.
+    pub fn cause(&self) -> Option<Cause> {
+        let s = self.lock();
+        s.refusal
+            .as_ref()
+            .map(|(c, _)| *c)
+            .or((!s.denied_topics.is_empty()).then_some(Cause::Authorization))
+    }
+
     /// Why the sink is not ready, or what it cannot do while ready.
     pub fn problem(&self) -> Option<String> {
         let s = self.lock();

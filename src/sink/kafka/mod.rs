@@ -4,7 +4,9 @@
 //! Readiness comes from a background metadata probe plus librdkafka's own "all brokers down"
 //! error, so `/readyz` never blocks on the network.
 
+pub mod check;
 mod diagnose;
+pub mod msk_iam;
 pub mod token;
 
 use std::error::Error;
@@ -183,8 +185,8 @@ pub async fn tokens(source: &TokenSource, _config: &KafkaConfig) -> anyhow::Resu
                 .redirect(reqwest::redirect::Policy::none())
                 .build()?,
         }),
-        TokenSource::MskIam { .. } => {
-            anyhow::bail!("kafka.sasl_mechanism AWS_MSK_IAM: not built yet (TODO issue 17)")
+        TokenSource::MskIam { region } => {
+            Box::new(msk_iam::MskIam::from_chain(region.clone()).await?)
         }
     };
     Ok(Tokens::new(maker, tokio::runtime::Handle::current()))
