@@ -9,7 +9,10 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # librdkafka (built from source by rdkafka-sys) needs make and a C toolchain, which the image
-# has; aws-lc-sys and the bundled SQLite build with the same compiler.
+# has; aws-lc-sys and the bundled SQLite build with the same compiler. Kafka's TLS and SASL
+# come from an OpenSSL built from source too (rdkafka's ssl-vendored, which needs perl, also in
+# the image) and linked statically: the runtime image needs no libssl, only the CA bundle that
+# verifies brokers when kafka.ssl_ca_file is unset (ca-certificates, below).
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches

@@ -158,10 +158,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 sluice::registry::DirStore::new(&config.schemas.dir),
             ))
             .await?;
+            let sink = match config.sink.kind {
+                sluice::config::SinkKind::Kafka => format!(
+                    "kafka ({})",
+                    sluice::config::KafkaSecurity::from_config(&config.kafka)?.summary
+                ),
+                kind => kind.to_string(),
+            };
             println!(
-                "config OK: listen {}, sink {}, {} schemas from {}, auth {:?}",
+                "config OK: listen {}, sink {sink}, {} schemas from {}, auth {:?}",
                 config.server.listen,
-                config.sink.kind,
                 cache.catalog().len(),
                 config.schemas.dir.display(),
                 config.auth.effective_mode(),

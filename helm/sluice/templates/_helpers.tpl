@@ -73,6 +73,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s/jwt-%d/%s" (include "sluice.secretsDir" .root) (int .index) .key.key -}}
 {{- end -}}
 
+{{/* Kafka's secret files: (values key, config.kafka field) pairs. */}}
+{{- define "sluice.kafkaSecretFields" -}}
+{{- toJson (list (list "saslPasswordKey" "sasl_password_file") (list "caKey" "ssl_ca_file") (list "certKey" "ssl_cert_file") (list "keyKey" "ssl_key_file") (list "oauthClientSecretKey" "oauth_client_secret_file")) -}}
+{{- end -}}
+
 {{- define "sluice.apiKeysPath" -}}
 {{- printf "%s/api-keys/%s" (include "sluice.secretsDir" .) .Values.secrets.apiKeys.key -}}
 {{- end -}}
@@ -105,6 +110,26 @@ API-key file). Consumers: `include "sluice.config" . | fromJson`.
 {{- $_ := set $auth "api_keys_file" (include "sluice.apiKeysPath" .) -}}
 {{- end -}}
 {{- if $auth -}}{{- $_ := set $c "auth" $auth -}}{{- end -}}
+{{- with .Values.secrets.kafka -}}
+{{- if .secretName -}}
+{{- $kafka := deepCopy ($c.kafka | default dict) -}}
+{{- $secret := . -}}
+{{- if not (or .saslPasswordKey .caKey .certKey .keyKey .oauthClientSecretKey) -}}
+{{- fail "secrets.kafka.secretName is set but names no key: set saslPasswordKey, caKey, certKey, keyKey or oauthClientSecretKey" -}}
+{{- end -}}
+{{- range $pair := include "sluice.kafkaSecretFields" $ | fromJsonArray -}}
+{{- $key := index $secret (index $pair 0) -}}
+{{- $field := index $pair 1 -}}
+{{- if $key -}}
+{{- if hasKey $kafka $field -}}
+{{- fail (printf "config.kafka.%s and secrets.kafka.%s are both set: the chart sets the first to the file it mounts for the second; keep one" $field (index $pair 0)) -}}
+{{- end -}}
+{{- $_ := set $kafka $field (printf "%s/kafka/%s" (include "sluice.secretsDir" $) $key) -}}
+{{- end -}}
+{{- end -}}
+{{- $_ := set $c "kafka" $kafka -}}
+{{- end -}}
+{{- end -}}
 {{- toJson $c -}}
 {{- end -}}
 

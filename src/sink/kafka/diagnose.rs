@@ -176,8 +176,9 @@ impl Health {
     }
 }
 
-/// librdkafka prefixes a broker's address and counts repeats ("(after 12ms in state ...)",
-/// "3 identical error(s) suppressed"): dropped, so one cause is one message.
+/// librdkafka appends timings and counts repeats ("(after 12ms in state ..., 3 identical
+/// error(s) suppressed)"): dropped, so one cause is one message. The broker's address it puts
+/// first stays: it says which listener refused.
 fn clean(reason: &str) -> String {
     let mut s = reason.trim();
     if let Some(i) = s.find(" (after ") {
@@ -189,7 +190,6 @@ fn clean(reason: &str) -> String {
             .rsplit_once('(')
             .map_or(s, |(head, _)| head.trim_end());
     }
-    let s = s.split_once("]: ").map_or(s, |(_, rest)| rest);
     s.chars().take(500).collect()
 }
 
@@ -238,7 +238,7 @@ mod tests {
         h.probed(false);
         assert_eq!(
             h.problem().unwrap(),
-            "authentication: SASL authentication error: Authentication failed"
+            "authentication: sasl_ssl://127.0.0.1:9093/bootstrap: SASL authentication error: Authentication failed"
         );
         h.probed(true);
         assert_eq!(h.problem(), None);

@@ -301,6 +301,11 @@ def check_dashboard() -> dict:
 
 # Values the chart must refuse, and a piece of the message that names the problem.
 BAD_VALUES = [
+    ("a Kafka file both in config and from secrets.kafka",
+     {"config": {"kafka": {"ssl_ca_file": "/ca.pem"}},
+      "secrets": {"kafka": {"secretName": "k", "caKey": "ca.crt"}}}, "config.kafka.ssl_ca_file and secrets.kafka.caKey"),
+    ("secrets.kafka naming no key",
+     {"secrets": {"kafka": {"secretName": "k"}}}, "secrets.kafka.secretName"),
     ("a string replicaCount", {"replicaCount": "3"}, "/replicaCount"),
     ("an unknown top-level key", {"replicas": 3}, "replicas"),
     ("a misspelt config section", {"config": {"sevrer": {"listen": "0.0.0.0:8080"}}}, "sevrer"),
@@ -364,6 +369,38 @@ def check_tls_schemes(chart) -> None:
         sm = next(o for o in objs if o["kind"] == "ServiceMonitor")
         if got != {scheme} or sm["spec"]["endpoints"][0]["scheme"] != scheme.lower():
             problem(f"TLS ({what}): probes {got}, scrape {sm['spec']['endpoints'][0]['scheme']}, want {scheme}")
+
+
+def check_kafka_secrets(chart) -> None:
+    """secrets.kafka mounts the keys it names and points config.kafka's *_file fields at them."""
+    values = {
+        "config": {"sink": {"kind": "kafka"},
+                   "kafka": {"brokers": ["b-1.msk.example:9096"], "security_protocol": "sasl_ssl",
+                             "sasl_mechanism": "SCRAM-SHA-512", "sasl_username": "sluice"}},
+        "secrets": {"kafka": {"secretName": "sluice-kafka", "saslPasswordKey": "password",
+                              "caKey": "ca.crt"}},
+    }
+    objs = manifests(chart.render(with_auth(values), name=RELEASE, namespace=NAMESPACE))
+    cm = next(o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-config"))
+    kafka = tomllib.loads(cm["data"]["sluice.toml"])["kafka"]
+    want = {"sasl_password_file": "/etc/sluice/secrets/kafka/password",
+            "ssl_ca_file": "/etc/sluice/secrets/kafka/ca.crt"}
+    for field, path in want.items():
+        if kafka.get(field) != path:
+            problem(f"secrets.kafka: config.kafka.{field} is {kafka.get(field)!r}, want {path!r}")
+    for field in ("ssl_cert_file", "ssl_key_file", "oauth_client_secret_file"):
+        if field in kafka:
+            problem(f"secrets.kafka: config.kafka.{field} set though its key is empty")
+    w = next(o for o in objs if o["kind"] in ("Deployment", "StatefulSet"))
+    pod = w["spec"]["template"]["spec"]
+    vol = next((v for v in pod["volumes"] if v["name"] == "kafka-secrets"), None)
+    items = vol and [i["key"] for i in vol["secret"]["items"]]
+    if not vol or vol["secret"]["secretName"] != "sluice-kafka" or items != ["password", "ca.crt"]:
+        problem(f"secrets.kafka: volume {vol}")
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    m = mounts.get("kafka-secrets")
+    if not m or m["mountPath"] != "/etc/sluice/secrets/kafka" or not m.get("readOnly"):
+        problem(f"secrets.kafka: mount {m}")
 
 
 def check_bad_values(chart) -> None:
@@ -482,6 +519,7 @@ def main() -> int:
             problem("full: no ConfigMap labelled grafana_dashboard=1 carrying dashboards/sluice.json")
         check_bad_values(chart)
         check_tls_schemes(chart)
+        check_kafka_secrets(chart)
         check_toml_round_trip(chart)
         check_schema_covers_example(chart)
     if problems:
