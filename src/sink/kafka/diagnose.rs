@@ -42,7 +42,18 @@ pub fn cause_of(code: Option<RDKafkaErrorCode>, reason: &str) -> Option<Cause> {
         // A TLS alert after the handshake, e.g. a broker refusing our client certificate
         // (TLS 1.3 checks it after the client's Finished): "Receive failed: error:0A000412:SSL
         // routines::ssl/tls alert bad certificate".
-        C::BrokerTransportFailure if reason.contains("SSL routines") => {
+        // A protocol mismatch: TLS to a plaintext listener ("SSL handshake failed:
+        // Disconnected: connecting to a PLAINTEXT broker listener?") or plaintext to a TLS one
+        // ("... might be caused by incorrect security.protocol configuration").
+        C::BrokerTransportFailure
+            if [
+                "SSL routines",
+                "SSL handshake failed",
+                "incorrect security.protocol",
+            ]
+            .iter()
+            .any(|s| reason.contains(s)) =>
+        {
             if reason.to_ascii_lowercase().contains("certificate") {
                 Some(Cause::Certificate)
             } else {
@@ -221,6 +232,13 @@ mod tests {
                 "Receive failed: error:0A000412:SSL routines::ssl/tls alert bad certificate: SSL alert number 42"
             ),
             Some(Cause::Certificate)
+        );
+        assert_eq!(
+            cause_of(
+                Some(C::BrokerTransportFailure),
+                "SSL handshake failed: Disconnected: connecting to a PLAINTEXT broker listener?"
+            ),
+            Some(Cause::Tls)
         );
         assert_eq!(
             cause_of(Some(C::BrokerTransportFailure), "Connection refused"),
