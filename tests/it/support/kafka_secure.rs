@@ -75,11 +75,23 @@ pub async fn secure_broker() -> &'static SecureBroker {
 
 impl SecureBroker {
     async fn start() -> SecureBroker {
+        // A static is never dropped, so the folder outlives the run: named by the test
+        // process, and those of processes gone are deleted here.
+        let prefix = "sluice-it-secure-kafka-";
+        for entry in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let pid = name
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok());
+            if pid.is_some_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
         let dir = tempfile::Builder::new()
-            .prefix("sluice-it-secure-kafka")
+            .prefix(&format!("{prefix}{}-", std::process::id()))
             .tempdir()
             .unwrap();
-        // Never dropped (a static): kept on disk, like the node's log, for a failed run.
         let certs = dir.path().join("certs");
         std::fs::create_dir_all(&certs).unwrap();
         let ca = Ca::new("sluice-it kafka CA");
