@@ -12,7 +12,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sluice::config::{LimitsConfig, RateLimitsConfig, RoutesConfig};
 use sluice::event::{decode_body, BodyFormat};
-use sluice::pipeline::{Pipeline, RateLimiter, Router};
+use sluice::pipeline::{Pipeline, RateLimiter, TopicRouter};
 use sluice::registry::{DirStore, ValidatorCache};
 use sluice::sink::BlackholeSink;
 use sluice_loadtest::gen::Generator;
@@ -28,7 +28,7 @@ fn bench(c: &mut Criterion) {
         .unwrap();
     let pipeline = Pipeline {
         validators: Arc::new(validators),
-        router: Router::from_config(&RoutesConfig::default()).unwrap(),
+        router: TopicRouter::from_config(&RoutesConfig::default()).unwrap(),
         sink: Arc::new(BlackholeSink::default()),
         dead_letter_cap: RateLimiter::from_config(&RateLimitsConfig::default()),
         spool: None,

@@ -1,6 +1,7 @@
 //! Configuration: one TOML file, overlaid by `SLUICE_<SECTION>__<FIELD>` environment
-//! variables, overlaid on defaults. Section and field names follow the config contract in
-//! DESIGN.md (scripts, the Helm chart and operators rely on them: add fields, rename none).
+//! variables, overlaid on defaults. Section and field names are a contract, documented in
+//! sluice.example.toml (scripts, the Helm chart and operators rely on them: add fields, rename
+//! none).
 //!
 //! Loading never panics: every problem becomes a [`ConfigError`] whose message names the
 //! field, so a bad deployment fails at start with something an operator can act on.
@@ -1108,7 +1109,7 @@ impl Config {
             }
             SinkKind::File | SinkKind::Blackhole => {}
         }
-        let router = crate::pipeline::Router::from_config(&self.routes)
+        let router = crate::pipeline::TopicRouter::from_config(&self.routes)
             .map_err(|(field, message)| field_error(&field, message))?;
         let framed = self.routes.confluent_wire_format
             || self.routes.rules.iter().any(|r| r.confluent_wire_format);

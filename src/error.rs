@@ -1,6 +1,6 @@
 //! The one error shape clients see: `{"error": {"code": "...", "message": "..."}}` with a
-//! stable `code` (listed in openapi.yaml and docs/api.md). Module errors convert into it;
-//! 5xx causes are logged here and never sent.
+//! stable `code` (listed in openapi.yaml and docs/api.md). Handlers build it themselves and
+//! the message is sent as given, so it must be text a client may read; nothing here logs.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

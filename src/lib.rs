@@ -39,7 +39,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::http::App;
-use crate::pipeline::{Pipeline, Router};
+use crate::pipeline::{Pipeline, TopicRouter};
 use crate::registry::{DirStore, SchemaStore, StoreSource, ValidatorCache};
 
 /// Runs `tick(owner)` every `every` for as long as `owner` is alive elsewhere (the task holds
@@ -93,7 +93,7 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
         tracing::warn!(dir = %config.schemas.dir.display(), "no schemas found: every event will be rejected as unknown_type");
     }
     metrics::gauge!(telemetry::SCHEMAS_LOADED).set(catalog.len() as f64);
-    let router = Router::from_config(&config.routes)
+    let router = TopicRouter::from_config(&config.routes)
         .map_err(|(field, msg)| anyhow::anyhow!("config field `{field}`: {msg}"))?;
     let auth = Arc::new(
         auth::Authenticator::from_config(&config.auth)

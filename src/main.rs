@@ -182,8 +182,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 sluice::registry::DirStore::new(&config.schemas.dir),
             ))
             .await?;
-            let types: Vec<String> = cache.catalog().subjects().map(String::from).collect();
-            let report = sluice::sink::kafka::check::check(&config, &types, timeout).await?;
+            let router = sluice::pipeline::TopicRouter::from_config(&config.routes)
+                .map_err(|(field, message)| anyhow::anyhow!("{field}: {message}"))?;
+            let topics = sluice::sink::kafka::check::Topics {
+                names: cache
+                    .catalog()
+                    .subjects()
+                    .flat_map(|ty| router.tenant_free_topics(ty))
+                    .collect(),
+                by_tenant: router.uses_tenant(),
+            };
+            let report = sluice::sink::kafka::check::check(&config.kafka, &topics, timeout).await?;
             print!("{}", report.text);
             if !report.ok {
                 anyhow::bail!("Kafka is not usable as configured (see above)");

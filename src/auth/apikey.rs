@@ -383,57 +383,27 @@ pub fn generate_key(class: KeyClass) -> Result<GeneratedKey, String> {
 
 /// `2027-01-31`, `2027-01-31T12:00:00Z`, `2027-01-31T12:00:00.5+02:00`.
 pub(crate) fn parse_time(s: &str) -> Result<SystemTime, String> {
+    use time::format_description::well_known::Rfc3339;
     let bad =
         || format!("`{s}` is not an RFC 3339 time (2027-01-31T00:00:00Z) or a date (2027-01-31)");
-    let num = |t: &str| t.parse::<i64>().map_err(|_| bad());
-    let (date, time) = match s.split_once(['T', 't', ' ']) {
-        Some((d, t)) => (d, Some(t)),
-        None => (s, None),
-    };
-    let d: Vec<&str> = date.split('-').collect();
-    if d.len() != 3 || d[0].len() != 4 || d[1].len() != 2 || d[2].len() != 2 {
-        return Err(bad());
-    }
-    let (y, m, day) = (num(d[0])?, num(d[1])?, num(d[2])?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
-        return Err(bad());
-    }
-    let mut secs = days_from_civil(y, m, day) * 86_400;
-    if let Some(t) = time {
-        let (clock, offset) = if let Some(c) = t.strip_suffix(['Z', 'z']) {
-            (c, 0)
-        } else {
-            let at = t.rfind(['+', '-']).ok_or_else(bad)?;
-            let (c, off) = t.split_at(at);
-            let sign = if off.starts_with('-') { -1 } else { 1 };
-            let (oh, om) = off[1..].split_once(':').ok_or_else(bad)?;
-            (c, sign * (num(oh)? * 3600 + num(om)? * 60))
+    let at = if s.len() == 10 {
+        let ymd = time::format_description::parse_borrowed::<2>("[year]-[month]-[day]")
+            .expect("a valid format description");
+        time::Date::parse(s, &ymd)
+            .map_err(|_| bad())?
+            .midnight()
+            .assume_utc()
+    } else {
+        // RFC 3339 allows a space for the `T` (section 5.6, note); the parser wants the letter.
+        let s = match s.as_bytes().get(10) {
+            Some(b' ') => format!("{}T{}", &s[..10], &s[11..]),
+            _ => s.to_string(),
         };
-        let clock = clock.split('.').next().unwrap_or_default();
-        let c: Vec<&str> = clock.split(':').collect();
-        if c.len() != 3 {
-            return Err(bad());
-        }
-        let (h, mi, se) = (num(c[0])?, num(c[1])?, num(c[2])?);
-        if h > 23 || mi > 59 || se > 60 {
-            return Err(bad());
-        }
-        secs += h * 3600 + mi * 60 + se - offset;
-    }
-    u64::try_from(secs)
-        .map(|s| UNIX_EPOCH + Duration::from_secs(s))
+        time::OffsetDateTime::parse(&s, &Rfc3339).map_err(|_| bad())?
+    };
+    u64::try_from(at.unix_timestamp())
+        .map(|secs| UNIX_EPOCH + Duration::from_secs(secs))
         .map_err(|_| bad())
-}
-
-/// Howard Hinnant's days_from_civil: days since 1970-01-01.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
@@ -554,11 +524,17 @@ mod tests {
             t("2000-03-01T00:00:00Z") - t("2000-02-28T00:00:00Z"),
             2 * 86_400
         );
+        assert_eq!(t("2024-02-29"), t("2024-02-29T00:00:00Z"));
+        assert_eq!(t("2026-11-23 13:21:00z"), 1_795_440_060);
         for bad in [
             "2026-13-01",
             "tomorrow",
             "2026-11-23T25:00:00Z",
             "2026-11-23T10:00",
+            // Days the month does not have (once read as early March).
+            "2027-02-31",
+            "2027-02-29",
+            "2026-04-31T00:00:00Z",
         ] {
             assert!(parse_time(bad).is_err(), "{bad}");
         }

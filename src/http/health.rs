@@ -1,6 +1,8 @@
 //! Probes and metrics. `/healthz` says the process serves HTTP (liveness: restart me if not);
-//! `/readyz` says this replica should get traffic (sink reachable, schemas loaded, not
-//! shutting down). Neither does I/O: they read state kept current in the background.
+//! `/readyz` says this replica should get traffic: events can be made durable (the sink is
+//! reachable, or the spool has room), the authentication keys are loaded, and it is not
+//! shutting down. The schema count is reported, not required. Neither does I/O: they read
+//! state kept current in the background.
 
 use std::sync::Arc;
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-pub use route::{routable_tenant, Router, MAX_TENANT_LEN};
+pub use route::{routable_tenant, TopicRouter, MAX_TENANT_LEN};
 
 use crate::auth::Principal;
 use crate::config::Ack;
@@ -57,7 +57,7 @@ impl Outcome {
 
 pub struct Pipeline {
     pub validators: Arc<ValidatorCache>,
-    pub router: Router,
+    pub router: TopicRouter,
     pub sink: Arc<dyn Sink>,
     /// Caps dead letters per second, so that a broken client cannot flood the topic.
     pub dead_letter_cap: ratelimit::RateLimiter,
@@ -386,28 +386,22 @@ fn attribute_headers(
     headers
 }
 
-/// `2026-11-23T13:41:00.123Z`, without pulling in a calendar crate.
+/// `2026-11-23T13:41:00.123Z`: UTC, milliseconds.
 pub fn rfc3339_millis(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
+    use std::sync::OnceLock;
+    use time::format_description::OwnedFormatItem;
+    static FORMAT: OnceLock<OwnedFormatItem> = OnceLock::new();
+    let format = FORMAT.get_or_init(|| {
+        time::format_description::parse_owned::<2>(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z",
+        )
+        .expect("a valid format description")
+    });
+    // Times before 1970 are not ours to stamp (received times come from the clock).
+    let t = t.max(UNIX_EPOCH);
+    time::OffsetDateTime::from(t)
+        .format(format)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".to_string())
 }
 
 #[cfg(test)]

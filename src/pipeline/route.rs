@@ -111,7 +111,7 @@ fn legal_topic_byte(b: u8) -> bool {
 }
 
 #[derive(Debug, Clone)]
-pub struct Router {
+pub struct TopicRouter {
     rules: Vec<Rule>,
     default: TopicTemplate,
     default_confluent: bool,
@@ -145,9 +145,9 @@ struct Rule {
     ack: Ack,
 }
 
-impl Router {
+impl TopicRouter {
     /// Errors carry the config field they came from.
-    pub fn from_config(config: &RoutesConfig) -> Result<Router, (String, String)> {
+    pub fn from_config(config: &RoutesConfig) -> Result<TopicRouter, (String, String)> {
         let default = TopicTemplate::parse(&config.default_topic)
             .map_err(|m| ("routes.default_topic".to_string(), m))?;
         let rules: Vec<Rule> = config
@@ -193,7 +193,7 @@ impl Router {
             || rules
                 .iter()
                 .any(|r| r.topic.uses_tenant() || dl(&r.dead_letter));
-        Ok(Router {
+        Ok(TopicRouter {
             rules,
             default,
             default_confluent: config.confluent_wire_format,
@@ -278,7 +278,7 @@ mod tests {
 
     #[test]
     fn first_matching_rule_wins_and_types_are_sanitised() {
-        let r = Router::from_config(&RoutesConfig {
+        let r = TopicRouter::from_config(&RoutesConfig {
             default_topic: "events.{type}".into(),
             confluent_wire_format: false,
             dead_letter_topic: None,
@@ -331,7 +331,7 @@ mod tests {
     #[test]
     fn bad_templates_name_their_field() {
         let bad = |default: &str, rule_topic: &str| {
-            Router::from_config(&RoutesConfig {
+            TopicRouter::from_config(&RoutesConfig {
                 default_topic: default.into(),
                 confluent_wire_format: false,
                 dead_letter_topic: None,

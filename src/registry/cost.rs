@@ -152,22 +152,9 @@ impl<'a> Index<'a> {
 }
 
 fn percent_decode(s: &str) -> String {
-    let hex = |b: u8| (b as char).to_digit(16);
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 struct Cx<'a> {
@@ -444,6 +431,13 @@ fn merge(items: State<'_>) -> State<'_> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn pointers_are_percent_decoded_to_their_end() {
+        assert_eq!(super::percent_decode("#/$defs/a%20b%41"), "#/$defs/a bA");
+        assert_eq!(super::percent_decode("#/%zz/%4"), "#/%zz/%4");
+    }
+
     use super::*;
     use serde_json::json;
 

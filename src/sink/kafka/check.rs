@@ -12,8 +12,7 @@ use rdkafka::producer::Producer;
 
 use super::diagnose::Cause;
 use super::{client_config, create, tokens, Health};
-use crate::config::{Config, KafkaSecurity};
-use crate::pipeline::Router;
+use crate::config::{KafkaConfig, KafkaSecurity};
 
 /// What the check found: the text to print, and whether everything is usable.
 pub struct Report {
@@ -21,10 +20,16 @@ pub struct Report {
     pub ok: bool,
 }
 
-/// Runs the check for `config` (its `[kafka]` section and routes); `types` are the event types
-/// whose topics to look up.
-pub async fn check(config: &Config, types: &[String], timeout: Duration) -> anyhow::Result<Report> {
-    let k = &config.kafka;
+/// What to look up besides the brokers.
+pub struct Topics {
+    /// The topics the routes name (the caller renders them for the known event types).
+    pub names: BTreeSet<String>,
+    /// Some routes name topics by tenant, which cannot be listed.
+    pub by_tenant: bool,
+}
+
+/// Runs the check for `k` and `topics`.
+pub async fn check(k: &KafkaConfig, topics: &Topics, timeout: Duration) -> anyhow::Result<Report> {
     if k.brokers.is_empty() {
         anyhow::bail!("kafka.brokers is not set: nothing to check");
     }
@@ -66,21 +71,15 @@ pub async fn check(config: &Config, types: &[String], timeout: Duration) -> anyh
         writeln!(out, "  {:>5}  {}:{}", b.id(), b.host(), b.port())?;
     }
 
-    let router =
-        Router::from_config(&config.routes).map_err(|(f, m)| anyhow::anyhow!("{f}: {m}"))?;
-    let topics: BTreeSet<String> = types
-        .iter()
-        .flat_map(|t| router.tenant_free_topics(t))
-        .collect();
-    if router.uses_tenant() {
+    if topics.by_tenant {
         writeln!(
             out,
             "note: some routes name topics by tenant; those are not listed"
         )?;
     }
-    writeln!(out, "topics the routes name ({}):", topics.len())?;
+    writeln!(out, "topics the routes name ({}):", topics.names.len())?;
     let mut problems = 0;
-    for topic in &topics {
+    for topic in &topics.names {
         let p = client.clone();
         let t = topic.clone();
         let answer =

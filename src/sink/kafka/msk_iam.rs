@@ -85,17 +85,15 @@ pub fn token(
     ))
 }
 
-/// Percent-encoding as SigV4 wants it: everything but A-Z a-z 0-9 - _ . ~
+/// What SigV4 percent-encodes: everything but A-Z a-z 0-9 - _ . ~
+const SIGV4: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, SIGV4).to_string()
 }
 
 /// Tokens signed with the credentials the AWS chain gives now (it caches and refreshes them).
