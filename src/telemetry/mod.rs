@@ -5,6 +5,7 @@
 
 use std::sync::OnceLock;
 
+use metrics::Unit;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::config::{LogConfig, LogFormat};
@@ -136,179 +137,326 @@ pub fn prometheus() -> PrometheusHandle {
         .clone()
 }
 
+/// What a metric is: Prometheus' type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One metric, as registered and as docs/metrics.md lists it (a test keeps them equal).
+pub struct Metric {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub unit: Option<metrics::Unit>,
+    pub help: &'static str,
+}
+
+/// Every metric Sluice exports: the one place their descriptions are written.
+pub const METRICS: &[Metric] = &[
+    Metric {
+        name: HTTP_REQUESTS,
+        kind: Kind::Counter,
+        unit: None,
+        help: "HTTP requests by route template and status code",
+    },
+    Metric {
+        name: HTTP_REQUEST_DURATION,
+        kind: Kind::Histogram,
+        unit: Some(Unit::Seconds),
+        help: "HTTP request duration by route template",
+    },
+    Metric {
+        name: EVENTS_ACCEPTED,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Events that passed validation and were handed to the sink",
+    },
+    Metric {
+        name: EVENTS_REJECTED,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Events refused, by reason code",
+    },
+    Metric {
+        name: EVENTS_PUBLISHED,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Events acknowledged as durable by the sink",
+    },
+    Metric {
+        name: PUBLISH_FAILURES,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Events the sink failed to make durable, by reason code",
+    },
+    Metric {
+        name: PUBLISH_DURATION,
+        kind: Kind::Histogram,
+        unit: Some(Unit::Seconds),
+        help: "Time from handing a batch to the sink until every record is acknowledged",
+    },
+    Metric {
+        name: PRODUCER_RESTARTS,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Producers replaced after a fatal error",
+    },
+    Metric {
+        name: KAFKA_SECURITY_ERRORS,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Kafka refusing the gateway's credentials, certificate or permissions, by cause",
+    },
+    Metric {
+        name: KAFKA_TOKEN_REFRESHES,
+        kind: Kind::Counter,
+        unit: None,
+        help: "OAUTHBEARER tokens made for Kafka, by source and result",
+    },
+    Metric {
+        name: KAFKA_TOKEN_EXPIRY,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Expiry of the current Kafka OAUTHBEARER token (Unix time)",
+    },
+    Metric {
+        name: HTTP_CONNECTIONS,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Open client connections",
+    },
+    Metric {
+        name: HTTP_CONNECTIONS_AGED,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Connections closed for server.max_connection_age, by how (graceful, cut)",
+    },
+    Metric {
+        name: HTTP_CONNECTIONS_REFUSED,
+        kind: Kind::Counter,
+        unit: None,
+        help: "New connections closed at once because server.max_connections were open",
+    },
+    Metric {
+        name: HTTP_CONNECTIONS_TIMED_OUT,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Connections ended by why: header (a request head slower than server.header_read_timeout), idle (no request for server.idle_timeout)",
+    },
+    Metric {
+        name: TLS_RELOADS,
+        kind: Kind::Counter,
+        unit: None,
+        help: "TLS certificate reloads, by result (error: the previous certificate stays in use)",
+    },
+    Metric {
+        name: TLS_HANDSHAKE_FAILURES,
+        kind: Kind::Counter,
+        unit: None,
+        help: "TLS handshakes that failed, by reason",
+    },
+    Metric {
+        name: TLS_CERT_NOT_AFTER,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Expiry (notAfter) of the served TLS certificate, Unix time",
+    },
+    Metric {
+        name: TLS_CLIENT_CRL_NEXT_UPDATE,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Earliest nextUpdate of the client certificate revocation lists, Unix time",
+    },
+    Metric {
+        name: INFLIGHT_EVENTS,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Events decoded and not yet answered",
+    },
+    Metric {
+        name: READY,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "1 when /readyz answers 200",
+    },
+    Metric {
+        name: DEMAND_EVENTS,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Events in flight plus events waiting for admission (the autoscaling signal)",
+    },
+    Metric {
+        name: ADMISSION_WAITING_REQUESTS,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Requests waiting for admission before their body is read",
+    },
+    Metric {
+        name: DEAD_LETTERS,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Rejected events for dead-letter topics, by result (published, failed, capped)",
+    },
+    Metric {
+        name: INFLIGHT_BYTES,
+        kind: Kind::Gauge,
+        unit: Some(Unit::Bytes),
+        help: "Request body bytes admitted and not yet answered",
+    },
+    Metric {
+        name: SCHEMAS_LOADED,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Compiled schemas in the validator cache",
+    },
+    Metric {
+        name: AUTH_FAILURES,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Requests refused by authentication or authorization, by reason code",
+    },
+    Metric {
+        name: JWKS_FETCHES,
+        kind: Kind::Counter,
+        unit: None,
+        help: "JWKS fetches by result (ok, error)",
+    },
+    Metric {
+        name: API_KEYS_RELOADS,
+        kind: Kind::Counter,
+        unit: None,
+        help: "auth.api_keys_file reloads after a change, by result (error: the previous keys stay in use)",
+    },
+    Metric {
+        name: API_KEYS_LOADED,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "API keys in use (auth.api_keys and auth.api_keys_file)",
+    },
+    Metric {
+        name: JWKS_KEYS,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Verification keys loaded from JWKS URLs",
+    },
+    Metric {
+        name: JWKS_AGE,
+        kind: Kind::Gauge,
+        unit: Some(Unit::Seconds),
+        help: "Time since the least recently refreshed JWKS URL was last fetched successfully",
+    },
+    Metric {
+        name: KINESIS_RECORDS_PUT,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Kinesis records acknowledged by PutRecords",
+    },
+    Metric {
+        name: KINESIS_RECORDS_FAILED,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Kinesis record failures by code (record ErrorCode or call error)",
+    },
+    Metric {
+        name: KINESIS_RETRIES,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Kinesis records sent again after a failure",
+    },
+    Metric {
+        name: KINESIS_THROTTLES,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Kinesis throttling answers (records or whole calls)",
+    },
+    Metric {
+        name: KINESIS_CALL_DURATION,
+        kind: Kind::Histogram,
+        unit: Some(Unit::Seconds),
+        help: "One PutRecords call, from send to answer",
+    },
+    Metric {
+        name: KINESIS_BATCH_RECORDS,
+        kind: Kind::Histogram,
+        unit: None,
+        help: "Records per PutRecords call",
+    },
+    Metric {
+        name: SPOOL_BYTES,
+        kind: Kind::Gauge,
+        unit: Some(Unit::Bytes),
+        help: "Bytes of spool segment files and rejected.log on disk (what spool.max_bytes bounds)",
+    },
+    Metric {
+        name: SPOOL_REJECTED_BYTES,
+        kind: Kind::Gauge,
+        unit: Some(Unit::Bytes),
+        help: "Bytes of rejected.log, counted in spool.max_bytes until deleted",
+    },
+    Metric {
+        name: SPOOL_BACKLOG_BYTES,
+        kind: Kind::Gauge,
+        unit: Some(Unit::Bytes),
+        help: "Spooled bytes not yet acknowledged by the sink (the spool backlog)",
+    },
+    Metric {
+        name: SPOOL_SEGMENTS,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Spool segment files on disk",
+    },
+    Metric {
+        name: SPOOL_OLDEST_AGE,
+        kind: Kind::Gauge,
+        unit: Some(Unit::Seconds),
+        help: "Age of the oldest spool segment holding unacknowledged records (0 when none)",
+    },
+    Metric {
+        name: SPOOL_APPENDED,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Records written to the spool, by reason (ack_spool, backlog, sink_down, sink_failed)",
+    },
+    Metric {
+        name: SPOOL_REPLAYED,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Records replayed from the spool and acknowledged by the sink",
+    },
+    Metric {
+        name: SPOOL_REFUSED,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Records the spool could not take, by reason (full, io)",
+    },
+    Metric {
+        name: SPOOL_DAMAGE,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Damage found reading the spool back, by kind (torn_tail, corrupt_record)",
+    },
+    Metric {
+        name: SPOOL_QUARANTINED,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Spooled records the sink refused for good, kept in rejected.log",
+    },
+];
+
 fn describe() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_counter!(
-        HTTP_REQUESTS,
-        "HTTP requests by route template and status code"
-    );
-    describe_histogram!(
-        HTTP_REQUEST_DURATION,
-        Unit::Seconds,
-        "HTTP request duration by route template"
-    );
-    describe_counter!(
-        EVENTS_ACCEPTED,
-        "Events that passed validation and were handed to the sink"
-    );
-    describe_counter!(EVENTS_REJECTED, "Events refused, by reason code");
-    describe_counter!(
-        EVENTS_PUBLISHED,
-        "Events acknowledged as durable by the sink"
-    );
-    describe_counter!(
-        PUBLISH_FAILURES,
-        "Events the sink failed to make durable, by reason code"
-    );
-    describe_histogram!(
-        PUBLISH_DURATION,
-        Unit::Seconds,
-        "Time from handing a batch to the sink until every record is acknowledged"
-    );
-    describe_counter!(PRODUCER_RESTARTS, "Producers replaced after a fatal error");
-    describe_counter!(
-        KAFKA_SECURITY_ERRORS,
-        "Kafka refusing the gateway's credentials, certificate or permissions, by cause"
-    );
-    describe_counter!(
-        KAFKA_TOKEN_REFRESHES,
-        "OAUTHBEARER tokens made for Kafka, by source and result"
-    );
-    describe_gauge!(
-        KAFKA_TOKEN_EXPIRY,
-        "Expiry of the current Kafka OAUTHBEARER token (Unix time)"
-    );
-    describe_gauge!(HTTP_CONNECTIONS, "Open client connections");
-    describe_counter!(
-        HTTP_CONNECTIONS_AGED,
-        "Connections closed for server.max_connection_age, by how (graceful, cut)"
-    );
-    describe_counter!(
-        HTTP_CONNECTIONS_REFUSED,
-        "New connections closed at once because server.max_connections were open"
-    );
-    describe_counter!(
-        HTTP_CONNECTIONS_TIMED_OUT,
-        "Connections ended by why: header (a request head slower than server.header_read_timeout), idle (no request for server.idle_timeout)"
-    );
-    describe_counter!(
-        TLS_RELOADS,
-        "TLS certificate reloads, by result (error: the previous certificate stays in use)"
-    );
-    describe_counter!(
-        TLS_HANDSHAKE_FAILURES,
-        "TLS handshakes that failed, by reason"
-    );
-    describe_gauge!(
-        TLS_CERT_NOT_AFTER,
-        "Expiry (notAfter) of the served TLS certificate, Unix time"
-    );
-    describe_gauge!(
-        TLS_CLIENT_CRL_NEXT_UPDATE,
-        "Earliest nextUpdate of the client certificate revocation lists, Unix time"
-    );
-    describe_gauge!(INFLIGHT_EVENTS, "Events decoded and not yet answered");
-    describe_gauge!(READY, "1 when /readyz answers 200");
-    describe_gauge!(
-        DEMAND_EVENTS,
-        "Events in flight plus events waiting for admission (the autoscaling signal)"
-    );
-    describe_gauge!(
-        ADMISSION_WAITING_REQUESTS,
-        "Requests waiting for admission before their body is read"
-    );
-    describe_counter!(
-        DEAD_LETTERS,
-        "Rejected events for dead-letter topics, by result (published, failed, capped)"
-    );
-    describe_gauge!(
-        INFLIGHT_BYTES,
-        Unit::Bytes,
-        "Request body bytes admitted and not yet answered"
-    );
-    describe_gauge!(SCHEMAS_LOADED, "Compiled schemas in the validator cache");
-    describe_counter!(
-        AUTH_FAILURES,
-        "Requests refused by authentication or authorization, by reason code"
-    );
-    describe_counter!(JWKS_FETCHES, "JWKS fetches by result (ok, error)");
-    describe_counter!(
-        API_KEYS_RELOADS,
-        "auth.api_keys_file reloads after a change, by result (error: the previous keys stay in use)"
-    );
-    describe_gauge!(
-        API_KEYS_LOADED,
-        "API keys in use (auth.api_keys and auth.api_keys_file)"
-    );
-    describe_gauge!(JWKS_KEYS, "Verification keys loaded from JWKS URLs");
-    describe_gauge!(
-        JWKS_AGE,
-        Unit::Seconds,
-        "Time since the least recently refreshed JWKS URL was last fetched successfully"
-    );
-    describe_counter!(
-        KINESIS_RECORDS_PUT,
-        "Kinesis records acknowledged by PutRecords"
-    );
-    describe_counter!(
-        KINESIS_RECORDS_FAILED,
-        "Kinesis record failures by code (record ErrorCode or call error)"
-    );
-    describe_counter!(
-        KINESIS_RETRIES,
-        "Kinesis records sent again after a failure"
-    );
-    describe_counter!(
-        KINESIS_THROTTLES,
-        "Kinesis throttling answers (records or whole calls)"
-    );
-    describe_histogram!(
-        KINESIS_CALL_DURATION,
-        Unit::Seconds,
-        "One PutRecords call, from send to answer"
-    );
-    describe_histogram!(KINESIS_BATCH_RECORDS, "Records per PutRecords call");
-    describe_gauge!(
-        SPOOL_BYTES,
-        Unit::Bytes,
-        "Bytes of spool segment files and rejected.log on disk (what spool.max_bytes bounds)"
-    );
-    describe_gauge!(
-        SPOOL_REJECTED_BYTES,
-        Unit::Bytes,
-        "Bytes of rejected.log, counted in spool.max_bytes until deleted"
-    );
-    describe_gauge!(
-        SPOOL_BACKLOG_BYTES,
-        Unit::Bytes,
-        "Spooled bytes not yet acknowledged by the sink (the spool backlog)"
-    );
-    describe_gauge!(SPOOL_SEGMENTS, "Spool segment files on disk");
-    describe_gauge!(
-        SPOOL_OLDEST_AGE,
-        Unit::Seconds,
-        "Age of the oldest spool segment holding unacknowledged records (0 when none)"
-    );
-    describe_counter!(
-        SPOOL_APPENDED,
-        "Records written to the spool, by reason (ack_spool, backlog, sink_down, sink_failed)"
-    );
-    describe_counter!(
-        SPOOL_REPLAYED,
-        "Records replayed from the spool and acknowledged by the sink"
-    );
-    describe_counter!(
-        SPOOL_REFUSED,
-        "Records the spool could not take, by reason (full, io)"
-    );
-    describe_counter!(
-        SPOOL_DAMAGE,
-        "Damage found reading the spool back, by kind (torn_tail, corrupt_record)"
-    );
-    describe_counter!(
-        SPOOL_QUARANTINED,
-        "Spooled records the sink refused for good, kept in rejected.log"
-    );
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    for m in METRICS {
+        match (m.kind, m.unit) {
+            (Kind::Counter, Some(u)) => describe_counter!(m.name, u, m.help),
+            (Kind::Counter, None) => describe_counter!(m.name, m.help),
+            (Kind::Gauge, Some(u)) => describe_gauge!(m.name, u, m.help),
+            (Kind::Gauge, None) => describe_gauge!(m.name, m.help),
+            (Kind::Histogram, Some(u)) => describe_histogram!(m.name, u, m.help),
+            (Kind::Histogram, None) => describe_histogram!(m.name, m.help),
+        }
+    }
 }
 
 /// Logs to stderr, as text or JSON. `RUST_LOG` overrides `log.level`.
@@ -325,5 +473,59 @@ pub fn init_logging(config: &LogConfig) {
     };
     if let Err(e) = result {
         eprintln!("logging already initialised: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn kind_name(k: Kind) -> &'static str {
+        match k {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+
+    #[test]
+    fn every_metric_is_in_the_table_and_docs_metrics_md_lists_the_same_with_the_same_types() {
+        let table: BTreeMap<&str, &str> = METRICS
+            .iter()
+            .map(|m| (m.name, kind_name(m.kind)))
+            .collect();
+        assert_eq!(table.len(), METRICS.len(), "a metric listed twice");
+
+        // Every name constant here is described.
+        let source = include_str!("mod.rs");
+        let consts: Vec<&str> = source
+            .lines()
+            .filter(|l| l.starts_with("pub const ") && l.contains(": &str = \"sluice_"))
+            .filter_map(|l| l.split('"').nth(1))
+            .collect();
+        for name in &consts {
+            assert!(table.contains_key(name), "{name} has no entry in METRICS");
+        }
+        assert_eq!(
+            consts.len(),
+            table.len(),
+            "METRICS names something not defined here"
+        );
+
+        // docs/metrics.md: `| `name` | type | labels | meaning |`.
+        let doc = include_str!("../../docs/metrics.md");
+        let documented: BTreeMap<&str, &str> = doc
+            .lines()
+            .filter(|l| l.starts_with("| `sluice_"))
+            .map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                (cells[1].trim_matches('`'), cells[2])
+            })
+            .collect();
+        assert_eq!(
+            documented, table,
+            "docs/metrics.md and telemetry::METRICS differ (name -> type)"
+        );
     }
 }
