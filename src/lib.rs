@@ -21,6 +21,7 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod http;
+mod percent;
 pub mod pipeline;
 pub mod registry;
 pub mod sink;

@@ -43,8 +43,8 @@ impl Principal {
     fn new(tenant: String, subject: String, scopes: Scopes, method: AuthMethod) -> Self {
         let source = format!(
             "sluice://{}/{}",
-            uri_segment(&tenant),
-            uri_segment(&subject)
+            crate::percent::encode_unreserved(&tenant),
+            crate::percent::encode_unreserved(&subject)
         );
         Principal {
             tenant,
@@ -54,18 +54,6 @@ impl Principal {
             source,
         }
     }
-}
-
-/// Everything but RFC 3986's unreserved characters (`A-Z a-z 0-9 - . _ ~`).
-const NOT_UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn uri_segment(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, NOT_UNRESERVED).to_string()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -568,3 +568,32 @@ async fn kafka_msk_iam_signs_with_the_aws_chain_and_a_broker_refusing_the_token_
         "a token was signed from the chain's credentials: {metrics}"
     );
 }
+
+/// `check-config` names the Kafka security it will use, and never a secret.
+#[test]
+fn check_config_names_the_kafka_security_without_its_secret() {
+    let ws = Workspace::new();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("check-config")
+        .env_clear()
+        .env("SLUICE_SCHEMAS__DIR", ws.schemas())
+        .env("SLUICE_SINK__KIND", "kafka")
+        .env("SLUICE_KAFKA__BROKERS", "127.0.0.1:9")
+        .env("SLUICE_KAFKA__SECURITY_PROTOCOL", "sasl_ssl")
+        .env("SLUICE_KAFKA__SASL_MECHANISM", "SCRAM-SHA-256")
+        .env("SLUICE_KAFKA__SASL_USERNAME", "alice")
+        .env("SLUICE_KAFKA__SASL_PASSWORD", "hunter2-secret")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("sink kafka (sasl_ssl, SCRAM-SHA-256 as alice)"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+}

@@ -11,7 +11,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::Producer;
 
 use super::diagnose::Cause;
-use super::{client_config, create, tokens, Health};
+use super::{client_config, create, probe_config, tokens, Health};
 use crate::config::{KafkaConfig, KafkaSecurity};
 
 /// What the check found: the text to print, and whether everything is usable.
@@ -41,8 +41,7 @@ pub async fn check(k: &KafkaConfig, topics: &Topics, timeout: Duration) -> anyho
         k.brokers.join(","),
         security.summary
     )?;
-    let mut cc = client_config(k, &security);
-    cc.set("enable.idempotence", "false");
+    let cc = probe_config(&client_config(k, &security));
     let tokens = match &security.token {
         None => None,
         Some(source) => Some(Arc::new(tokens(source, k).await?)),

@@ -124,10 +124,7 @@ impl KafkaSink {
         let producer = create(&cc, &health, &tokens, false).map_err(|e| {
             anyhow::anyhow!("cannot create the Kafka producer (check `kafka.*` settings): {e}")
         })?;
-        let mut probe_config = cc.clone();
-        // It sends no records, so it needs no producer id from the brokers.
-        probe_config.set("enable.idempotence", "false");
-        let prober = create(&probe_config, &health, &tokens, true)?;
+        let prober = create(&probe_config(&cc), &health, &tokens, true)?;
         let max_message_bytes = cc
             .get("message.max.bytes")
             .and_then(|v| v.parse().ok())
@@ -165,6 +162,14 @@ pub fn client_config(config: &KafkaConfig, security: &KafkaSecurity) -> ClientCo
         cc.set(k, v);
     }
     cc
+}
+
+/// The settings of a client that only asks for metadata (the readiness probe, `kafka check`):
+/// it sends no records, so it needs no producer id from the brokers.
+fn probe_config(cc: &ClientConfig) -> ClientConfig {
+    let mut probe = cc.clone();
+    probe.set("enable.idempotence", "false");
+    probe
 }
 
 /// The token maker for `source`.

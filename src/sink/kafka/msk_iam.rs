@@ -19,6 +19,7 @@ use aws_smithy_runtime_api::client::identity::Identity;
 use base64::Engine;
 
 use super::token::{MakeToken, Token};
+use crate::percent::encode_unreserved;
 
 /// How long a token is valid, as AWS's signers make them.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(900);
@@ -35,7 +36,7 @@ pub fn token(
 ) -> Result<(String, i64), String> {
     let url = format!(
         "https://kafka.{region}.amazonaws.com/?Action={}",
-        encode(ACTION)
+        encode_unreserved(ACTION)
     );
     let identity: Identity = credentials.clone().into();
     let mut settings = SigningSettings::default();
@@ -64,11 +65,11 @@ pub fn token(
         signed.push('&');
         signed.push_str(name);
         signed.push('=');
-        signed.push_str(&encode(value));
+        signed.push_str(&encode_unreserved(value));
     }
     // After the signature, as AWS's signers put it (it is not signed).
     signed.push_str("&User-Agent=");
-    signed.push_str(&encode(user_agent));
+    signed.push_str(&encode_unreserved(user_agent));
     let signed_at = at
         .duration_since(UNIX_EPOCH)
         .map_err(|_| "the clock is before 1970")?
@@ -83,17 +84,6 @@ pub fn token(
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signed),
         expires_ms,
     ))
-}
-
-/// What SigV4 percent-encodes: everything but A-Z a-z 0-9 - _ . ~
-const SIGV4: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
-
-fn encode(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, SIGV4).to_string()
 }
 
 /// Tokens signed with the credentials the AWS chain gives now (it caches and refreshes them).
