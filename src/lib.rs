@@ -17,6 +17,7 @@
 //! future resolves, so `main`, the tests and the benchmarks all run the same code.
 
 pub mod auth;
+mod check;
 pub mod config;
 pub mod error;
 pub mod event;
@@ -38,9 +39,10 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub use crate::check::{check, Checked};
 use crate::config::Config;
 use crate::http::App;
-use crate::pipeline::{Pipeline, TopicRouter};
+use crate::pipeline::Pipeline;
 use crate::registry::{DirStore, SchemaStore, StoreSource, ValidatorCache};
 
 /// Runs `tick(owner)` every `every` for as long as `owner` is alive elsewhere (the task holds
@@ -60,8 +62,16 @@ pub(crate) fn every<T: Send + Sync + 'static>(
     });
 }
 
-/// Builds the application: loads and compiles schemas, connects the sink.
+/// Builds the application: checks the config (building its parts once), loads and compiles
+/// schemas, connects the sink.
 pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
+    let Checked {
+        router,
+        auth,
+        cors,
+        tls,
+        kafka,
+    } = check(&config)?;
     let metrics = telemetry::prometheus();
     let registry = registry::store::open(&config.registry.url)
         .await
@@ -94,16 +104,9 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
         tracing::warn!(dir = %config.schemas.dir.display(), "no schemas found: every event will be rejected as unknown_type");
     }
     metrics::gauge!(telemetry::SCHEMAS_LOADED).set(catalog.len() as f64);
-    let router = TopicRouter::from_config(&config.routes)
-        .map_err(|(field, msg)| anyhow::anyhow!("config field `{field}`: {msg}"))?;
-    let auth = Arc::new(
-        auth::Authenticator::from_config(&config.auth)
-            .map_err(|(field, msg)| anyhow::anyhow!("config field `{field}`: {msg}"))?,
-    );
-    let cors = auth::cors::Cors::new(&config.auth.cors)
-        .map_err(|(field, msg)| anyhow::anyhow!("config field `{field}`: {msg}"))?;
+    let auth = Arc::new(auth);
     auth.start().await;
-    let sink = sink::from_config(&config).await?;
+    let sink = sink::from_config(&config, kafka).await?;
     let spool = open_spool(&config, &sink)?;
     let validators = Arc::new(validators);
     watch_registry(
@@ -125,19 +128,16 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
         cors,
         pipeline: Pipeline {
             validators,
-            dead_letter_cap: pipeline::RateLimiter::from_config(&config::RateLimitsConfig {
-                default: config::RateLimitConfig {
-                    events_per_second: config.routes.dead_letter_rate.max(1),
-                    ..Default::default()
-                },
-                ..Default::default()
-            }),
+            dead_letter_cap: pipeline::RateLimiter::events_per_second(
+                config.routes.dead_letter_rate,
+            ),
             router,
             sink,
             spool,
             ack_timeout: config.spool.ack_timeout.0,
         },
         metrics,
+        tls,
         shutting_down: AtomicBool::new(false),
         config,
     }))
@@ -236,17 +236,50 @@ fn redact_url(url: &str) -> String {
 /// ends within `server.shutdown_grace`.
 pub async fn serve(
     config: Config,
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let app = build(config).await?;
-    run(app, listener, shutdown).await
+    run(app, listeners, shutdown).await
+}
+
+/// The sockets Sluice serves on, bound by the caller (main binds the configured addresses,
+/// tests port 0), so that nobody has to find a free port first and then race for it.
+pub struct Listeners {
+    pub main: TcpListener,
+    /// For `server.admin_listen`: probes and metrics on a port of their own.
+    pub admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds `server.listen` and, when set, `server.admin_listen`.
+    pub async fn bind(server: &config::ServerConfig) -> anyhow::Result<Listeners> {
+        let main = TcpListener::bind(server.listen)
+            .await
+            .with_context(|| format!("binding server.listen {}", server.listen))?;
+        let admin = match server.admin_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding server.admin_listen {addr}"))?,
+            ),
+            None => None,
+        };
+        Ok(Listeners { main, admin })
+    }
+}
+
+/// The main listener only: admin routes are served on it.
+impl From<TcpListener> for Listeners {
+    fn from(main: TcpListener) -> Listeners {
+        Listeners { main, admin: None }
+    }
 }
 
 /// [`serve`] for an application already built.
 pub async fn run(
     app: Arc<App>,
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let grace = app.config.server.shutdown_grace.0;
@@ -254,18 +287,17 @@ pub async fn run(
     // process is gone within the grace however long requests hang.
     let reserve = (grace / 10).min(Duration::from_secs(1));
     let drain_delay = app.config.server.drain_delay.0;
-    let tls = tls::Tls::from_config(&app.config.tls)?;
+    let Listeners {
+        main: listener,
+        admin,
+    } = listeners.into();
+    if admin.is_none() && app.config.server.admin_listen.is_some() {
+        anyhow::bail!("server.admin_listen is set but no admin listener was passed to run");
+    }
+    let tls = app.tls.clone();
     if let Some(t) = &tls {
         t.spawn_reloader();
     }
-    let admin = match app.config.server.admin_listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding server.admin_listen {addr}"))?,
-        ),
-        None => None,
-    };
     tracing::info!(
         listen = %listener.local_addr()?,
         admin = ?admin.as_ref().and_then(|l| l.local_addr().ok()),

@@ -147,23 +147,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { config } => {
             let config = load(config.as_ref())?;
             sluice::telemetry::init_logging(&config.log);
-            let listener = tokio::net::TcpListener::bind(config.server.listen)
-                .await
-                .with_context(|| format!("binding server.listen {}", config.server.listen))?;
-            sluice::serve(config, listener, shutdown_signal()).await
+            let listeners = sluice::Listeners::bind(&config.server).await?;
+            sluice::serve(config, listeners, shutdown_signal()).await
         }
         Command::CheckConfig { config } => {
             let config = load(config.as_ref())?;
+            let checked = sluice::check(&config).context("invalid configuration")?;
             let cache = sluice::registry::ValidatorCache::load(std::sync::Arc::new(
                 sluice::registry::DirStore::new(&config.schemas.dir),
             ))
             .await?;
-            let sink = match config.sink.kind {
-                sluice::config::SinkKind::Kafka => format!(
-                    "kafka ({})",
-                    sluice::config::KafkaSecurity::from_config(&config.kafka)?.summary
-                ),
-                kind => kind.to_string(),
+            let sink = match &checked.kafka {
+                Some(security) => format!("kafka ({})", security.summary),
+                None => config.sink.kind.to_string(),
             };
             println!(
                 "config OK: listen {}, sink {sink}, {} schemas from {}, auth {:?}",
@@ -182,8 +178,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 sluice::registry::DirStore::new(&config.schemas.dir),
             ))
             .await?;
-            let router = sluice::pipeline::TopicRouter::from_config(&config.routes)
-                .map_err(|(field, message)| anyhow::anyhow!("{field}: {message}"))?;
+            let checked = sluice::check(&config).context("invalid configuration")?;
+            let router = checked.router;
+            let security = match checked.kafka {
+                Some(s) => s,
+                None => sluice::config::KafkaSecurity::from_config(&config.kafka)?,
+            };
             let topics = sluice::sink::kafka::check::Topics {
                 names: cache
                     .catalog()
@@ -192,7 +192,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .collect(),
                 by_tenant: router.uses_tenant(),
             };
-            let report = sluice::sink::kafka::check::check(&config.kafka, &topics, timeout).await?;
+            let report =
+                sluice::sink::kafka::check::check(&config.kafka, &security, &topics, timeout)
+                    .await?;
             print!("{}", report.text);
             if !report.ok {
                 anyhow::bail!("Kafka is not usable as configured (see above)");

@@ -21,6 +21,6 @@ fuzz_target!(|data: &[u8]| {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), toml).unwrap();
     if let Ok(config) = Config::load(Some(file.path()), env) {
-        let _ = config.validate();
+        let _ = sluice::check(&config);
     }
 });

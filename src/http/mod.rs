@@ -41,6 +41,8 @@ pub struct App {
     pub auth: Arc<Authenticator>,
     pub cors: Cors,
     pub metrics: PrometheusHandle,
+    /// The listeners' TLS (rustls, reloaded from its files), when `tls.cert_file` is set.
+    pub tls: Option<Arc<crate::tls::Tls>>,
     /// Set on the shutdown signal: readiness fails first so load balancers stop sending.
     pub shutting_down: AtomicBool,
 }

@@ -91,6 +91,22 @@ impl RateLimiter {
         }
     }
 
+    /// One process-wide bucket of `per_second` events (bursting one second's worth), the
+    /// same for every key: the dead-letter cap.
+    pub fn events_per_second(per_second: u64) -> RateLimiter {
+        RateLimiter {
+            default: Limits::from_config(
+                &RateLimitConfig {
+                    events_per_second: per_second.max(1),
+                    ..Default::default()
+                },
+                1.0,
+            ),
+            tenants: HashMap::new(),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
     pub fn is_active(&self) -> bool {
         self.default != Limits::default() || !self.tenants.is_empty()
     }

@@ -18,7 +18,7 @@ pub use file::FileSink;
 pub use kafka::KafkaSink;
 pub use kinesis::KinesisSink;
 
-use crate::config::{Config, SinkKind};
+use crate::config::{Config, KafkaSecurity, SinkKind};
 
 /// One record ready to publish.
 #[derive(Debug, Clone)]
@@ -153,7 +153,12 @@ pub trait Sink: Send + Sync + 'static {
 }
 
 /// Builds the sink named by `sink.kind`.
-pub async fn from_config(config: &Config) -> anyhow::Result<Arc<dyn Sink>> {
+/// `kafka`: the Kafka security settings [`crate::check`] built (their secrets read), needed
+/// when `sink.kind = "kafka"`.
+pub async fn from_config(
+    config: &Config,
+    kafka: Option<KafkaSecurity>,
+) -> anyhow::Result<Arc<dyn Sink>> {
     Ok(match config.sink.kind {
         SinkKind::Blackhole => {
             tracing::warn!(
@@ -162,7 +167,13 @@ pub async fn from_config(config: &Config) -> anyhow::Result<Arc<dyn Sink>> {
             Arc::new(BlackholeSink::default())
         }
         SinkKind::File => Arc::new(FileSink::open(&config.file.dir)?),
-        SinkKind::Kafka => Arc::new(KafkaSink::new(&config.kafka).await?),
+        SinkKind::Kafka => {
+            let security = match kafka {
+                Some(s) => s,
+                None => KafkaSecurity::from_config(&config.kafka)?,
+            };
+            Arc::new(KafkaSink::new(&config.kafka, security).await?)
+        }
         SinkKind::Kinesis => Arc::new(KinesisSink::new(&config.kinesis).await?),
     })
 }

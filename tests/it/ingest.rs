@@ -578,10 +578,9 @@ async fn shutdown_turns_readiness_off_first_and_keeps_serving_through_the_drain(
 async fn admin_listen_moves_probes_and_metrics_off_the_main_port() {
     let ws = Workspace::new();
     let mut c = ws.config();
-    let admin_port = crate::support::free_port();
-    c.server.admin_listen = Some(format!("127.0.0.1:{admin_port}").parse().unwrap());
+    c.server.admin_listen = Some("127.0.0.1:0".parse().unwrap());
     let s = TestServer::start(c).await;
-    let admin = format!("http://127.0.0.1:{admin_port}");
+    let admin = format!("http://{}", s.admin_addr.unwrap());
     let deadline = Instant::now() + Duration::from_secs(10);
     while s
         .client

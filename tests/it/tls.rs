@@ -409,26 +409,26 @@ fn config_refuses_half_a_tls_setup_and_unreadable_files() {
     let ws = Workspace::new();
     let mut c = ws.config();
     c.tls.cert_file = Some(ws.path().join("missing.crt"));
-    let e = c.validate().unwrap_err().to_string();
+    let e = sluice::check(&c).map(|_| ()).unwrap_err().to_string();
     assert!(e.contains("tls.key_file"), "{e}");
     c.tls.key_file = Some(ws.path().join("missing.key"));
-    let e = c.validate().unwrap_err().to_string();
+    let e = sluice::check(&c).map(|_| ()).unwrap_err().to_string();
     assert!(e.contains("missing.crt"), "{e}");
     let ca = Ca::new("ca");
     let files = write_pair(ws.path(), &ca.leaf(&["localhost"]));
     c.tls.cert_file = Some(files.cert);
     c.tls.key_file = Some(files.key);
-    c.validate().unwrap();
+    sluice::check(&c).map(|_| ()).unwrap();
     c.auth.client_certs = vec![ClientCertConfig {
         subject: "x".into(),
         tenant: "t".into(),
         scopes: vec!["events:write".into()],
     }];
-    let e = c.validate().unwrap_err().to_string();
+    let e = sluice::check(&c).map(|_| ()).unwrap_err().to_string();
     assert!(e.contains("tls.client_ca_file"), "{e}");
     c.auth.client_certs.clear();
     c.tls.client_crl_file = Some(ws.path().join("clients.crl"));
-    let e = c.validate().unwrap_err().to_string();
+    let e = sluice::check(&c).map(|_| ()).unwrap_err().to_string();
     assert!(
         e.contains("tls.client_crl_file") && e.contains("tls.client_ca_file"),
         "{e}"

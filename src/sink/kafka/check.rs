@@ -28,12 +28,16 @@ pub struct Topics {
     pub by_tenant: bool,
 }
 
-/// Runs the check for `k` and `topics`.
-pub async fn check(k: &KafkaConfig, topics: &Topics, timeout: Duration) -> anyhow::Result<Report> {
+/// Runs the check for `k` (whose security settings, checked, are `security`) and `topics`.
+pub async fn check(
+    k: &KafkaConfig,
+    security: &KafkaSecurity,
+    topics: &Topics,
+    timeout: Duration,
+) -> anyhow::Result<Report> {
     if k.brokers.is_empty() {
         anyhow::bail!("kafka.brokers is not set: nothing to check");
     }
-    let security = KafkaSecurity::from_config(k)?;
     let mut out = String::new();
     writeln!(
         out,
@@ -41,7 +45,7 @@ pub async fn check(k: &KafkaConfig, topics: &Topics, timeout: Duration) -> anyho
         k.brokers.join(","),
         security.summary
     )?;
-    let cc = probe_config(&client_config(k, &security));
+    let cc = probe_config(&client_config(k, security));
     let tokens = match &security.token {
         None => None,
         Some(source) => Some(Arc::new(tokens(source, k).await?)),
@@ -58,7 +62,7 @@ pub async fn check(k: &KafkaConfig, topics: &Topics, timeout: Duration) -> anyho
             health.probed(false);
             let problem = health.problem().unwrap_or_else(|| e.to_string());
             writeln!(out, "cannot connect: {problem}")?;
-            writeln!(out, "{}", hint(health.cause(), &security))?;
+            writeln!(out, "{}", hint(health.cause(), security))?;
             return Ok(Report {
                 text: out,
                 ok: false,

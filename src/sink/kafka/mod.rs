@@ -112,8 +112,8 @@ struct Inner {
 }
 
 impl KafkaSink {
-    pub async fn new(config: &KafkaConfig) -> anyhow::Result<KafkaSink> {
-        let security = KafkaSecurity::from_config(config)?;
+    /// `security`: `config`'s security settings, already checked (see `crate::check`).
+    pub async fn new(config: &KafkaConfig, security: KafkaSecurity) -> anyhow::Result<KafkaSink> {
         let cc = client_config(config, &security);
         let tokens = match &security.token {
             None => None,

@@ -99,6 +99,9 @@ impl Workspace {
 /// Sluice running in this process; shut down (gracefully) on drop.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The admin listener's address, when the config sets `server.admin_listen` (bind it to
+    /// port 0: the harness binds it and passes it in).
+    pub admin_addr: Option<SocketAddr>,
     pub url: String,
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
@@ -116,6 +119,11 @@ impl TestServer {
             .await
             .unwrap();
         let addr = listener.local_addr().unwrap();
+        let admin = match config.server.admin_listen {
+            Some(a) => Some(tokio::net::TcpListener::bind(a).await.unwrap()),
+            None => None,
+        };
+        let admin_addr = admin.as_ref().map(|l| l.local_addr().unwrap());
         // Over TLS, the helpers (metrics, readiness) trust any certificate: the TLS tests
         // check certificates with clients of their own.
         let (url, client) = if config.tls.enabled() {
@@ -129,11 +137,16 @@ impl TestServer {
         };
         let (tx, rx) = oneshot::channel::<()>();
         let app = sluice::build(config).await.expect("server builds");
-        let task = tokio::spawn(sluice::run(app, listener, async {
+        let listeners = sluice::Listeners {
+            main: listener,
+            admin,
+        };
+        let task = tokio::spawn(sluice::run(app, listeners, async {
             let _ = rx.await;
         }));
         TestServer {
             addr,
+            admin_addr,
             url,
             client,
             shutdown: Some(tx),
