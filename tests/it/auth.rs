@@ -14,7 +14,7 @@ use crate::support::auth::{
     api_key_entry, claims, fixture, now, static_key, with_jwt, JwksServer, Signer, AUDIENCE, ISSUER,
 };
 use crate::support::kafka::{brokers, consume, create_topic};
-use crate::support::{unique, Answer, TestServer, Workspace, ANY, STRICT};
+use crate::support::{eventually, unique, Answer, TestServer, Workspace, ANY, STRICT};
 
 fn event(ty: &str, data: Value) -> Value {
     json!({"type": ty, "data": data})
@@ -335,10 +335,18 @@ async fn jwks_key_rotation_is_picked_up_without_restart() {
 
     // The issuer rotates: the new key is published, the old one withdrawn.
     jwks.set_keys(vec![new.jwk()]);
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let a = send_as(&s, Some(&new.sign(&good)), &body).await;
-    assert_eq!(a.status, 200, "{}", a.body);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The new kid is unknown until a refetch (at most one per jwks_min_refetch_interval).
+    let rotated = new.sign(&good);
+    eventually(
+        "the rotated key to be accepted",
+        Duration::from_secs(10),
+        || async {
+            let a = send_as(&s, Some(&rotated), &body).await;
+            assert!(a.status == 200 || a.code() == "unknown_key", "{}", a.body);
+            a.status == 200
+        },
+    )
+    .await;
     let mut fresh = claims("events:write:*");
     fresh["jti"] = json!("another-token");
     let a = send_as(&s, Some(&old.sign(&fresh)), &body).await;
@@ -607,12 +615,16 @@ async fn api_keys_file_changes_apply_without_restart_and_a_bad_file_keeps_the_la
 
     // A file that does not load (a typo, a half-written copy), then none at all: the last
     // keys that loaded stay in use, and each failure is counted.
+    let failed = r#"sluice_api_keys_reloads_total{result="error"}"#;
+    let before = s.metric(failed).await;
     replace_file(&path, b"[[api_keys]]\nid = \"nope\"\n");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    s.wait_metric_delta(failed, before, 1.0, Duration::from_secs(10))
+        .await;
     assert_eq!(post(&new_key).await.unwrap().status(), 200);
     assert_eq!(post(&old_key).await.unwrap().status(), 401);
     std::fs::remove_file(&path).unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    s.wait_metric_delta(failed, before, 2.0, Duration::from_secs(10))
+        .await;
     assert_eq!(post(&new_key).await.unwrap().status(), 200);
 
     // Exact counts: the metrics registry is the process's, and no other test here uses a
@@ -767,14 +779,19 @@ async fn jwks_unreachable_at_start_means_not_ready_until_it_loads() {
 
     // Later outages keep the keys already loaded.
     jwks.set_down(true);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // An unknown kid makes Sluice refetch (rate-limited), which now fails.
     let unknown = Signer::new(Algorithm::RS256, Some("k2")).sign(&claims("events:write:*"));
-    assert_eq!(
-        send_as(&s, Some(&unknown), &event(ANY, json!({})))
-            .await
-            .status,
-        401
-    );
+    let fetched = jwks.fetches();
+    eventually(
+        "a refetch from the IdP that is down",
+        Duration::from_secs(10),
+        || async {
+            let a = send_as(&s, Some(&unknown), &event(ANY, json!({}))).await;
+            assert_eq!(a.status, 401, "{}", a.body);
+            jwks.fetches() > fetched
+        },
+    )
+    .await;
     assert_eq!(
         send_as(&s, Some(&token), &event(ANY, json!({})))
             .await
@@ -837,9 +854,14 @@ async fn rate_limits_are_per_tenant_with_429_retry_after_and_ratelimit_headers()
     assert!(h.contains_key("ratelimit-reset") && h.contains_key("ratelimit-policy"));
     // The other tenant (globex) has the default budget.
     assert_eq!(send_as(&s, Some(&key_b), &batch(100)).await.status, 200);
-    // The bucket refills: after a second the small tenant may send again.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(send_as(&s, Some(&key_a), &batch(4)).await.status, 200);
+    // The bucket refills (5 events/s): the small tenant may send again within about a second.
+    // A refused request takes nothing from the bucket, so polling does not delay the refill.
+    eventually("the bucket to refill", Duration::from_secs(5), || async {
+        let status = send_as(&s, Some(&key_a), &batch(4)).await.status;
+        assert!(status == 200 || status == 429, "{status}");
+        status == 200
+    })
+    .await;
 }
 
 /// This machine's address on its first non-loopback interface (the one a route out would use;

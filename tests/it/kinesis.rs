@@ -8,7 +8,7 @@ use serde_json::json;
 use sluice::config::{ByteSize, HumanDuration, KinesisFormat};
 
 use crate::support::kinesis::{create_stream, endpoint, read_stream, KinesisProxy};
-use crate::support::{strict_schema, unique, TestServer, Workspace, ANY};
+use crate::support::{eventually, holds, strict_schema, unique, TestServer, Workspace, ANY};
 
 /// A fresh event type with the strict schema, and its stream (`events.<type>`).
 async fn fresh_stream(ws: &Workspace, shards: i32) -> (String, String) {
@@ -284,19 +284,20 @@ async fn kinesis_a_missing_stream_fails_its_events_and_readiness_follows_listed_
     assert_eq!(a.result(0)["status"], 200);
     assert_eq!(a.result(1)["status"], 500);
     assert_eq!(a.result(1)["error"]["code"], "delivery_rejected");
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(
-        s.readyz().await,
-        200,
-        "one bad route does not unready the replica"
-    );
+    // Over two probe intervals (300 ms each).
+    holds(
+        "one bad route does not unready the replica: readiness",
+        Duration::from_millis(700),
+        || async { s.readyz().await == 200 },
+    )
+    .await;
 
     // A listed stream that does not exist does.
     let mut c = ws.kinesis_config(&endpoint());
     c.kinesis.streams = vec![format!("events.{ghost}")];
     let s = TestServer::start(c).await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(s.readyz().await, 503);
+    s.wait_ready(false, Duration::from_secs(10)).await;
+    assert_eq!(s.get("/readyz").await.status, 503);
 }
 
 #[tokio::test]
@@ -318,7 +319,14 @@ async fn kinesis_throttling_holds_admission_so_new_work_gets_503_with_retry_afte
     let held = json!(held);
     let held = s.send_json(&held);
     let probe = async {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Once the first held record is throttled, all ten are admitted and hold admission
+        // (one key: the sink sends them one call at a time, in order).
+        eventually(
+            "the first held record to be throttled",
+            Duration::from_secs(10),
+            || async { proxy.seen().failed >= 1 },
+        )
+        .await;
         s.send_json(&json!({"type": ty, "id": "late", "data": {"n": 1}}))
             .await
     };

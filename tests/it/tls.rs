@@ -16,7 +16,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::support::auth::api_key_entry;
 use crate::support::certs::Ca;
-use crate::support::{TestServer, Workspace, ANY};
+use crate::support::{eventually, TestServer, Workspace, ANY};
 
 struct Files {
     cert: PathBuf,
@@ -365,8 +365,11 @@ async fn client_certificates_on_the_crl_are_refused_and_a_new_crl_applies_withou
     // A file that is not a CRL is refused on reload; the last good one stays in use.
     std::fs::write(&crl_file, client_ca.crl(4, &[1001], valid.0, valid.1)).unwrap();
     until(&b, true, "the renewed CRL was not picked up").await;
+    let failed = r#"sluice_tls_reloads_total{result="error"}"#;
+    let before = s.metric(failed).await;
     std::fs::write(&crl_file, "not a crl").unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    s.wait_metric_delta(failed, before, 1.0, Duration::from_secs(10))
+        .await;
     assert_eq!(attempt(&b).await.unwrap(), 200);
     assert!(attempt(&a).await.is_err());
 }
@@ -451,22 +454,40 @@ async fn tls_one_source_cannot_hold_more_than_its_share_of_pending_handshakes() 
     for _ in 0..3 {
         held.push(tokio::net::TcpStream::connect(s.addr).await.unwrap());
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut fourth = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    // Once the server has accepted the three, a fourth is closed at once.
     let mut b = [0u8; 16];
-    let r = tokio::time::timeout(Duration::from_secs(3), fourth.read(&mut b)).await;
-    assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "closed at once: {r:?}");
+    eventually(
+        "a fourth connection to be closed at once",
+        Duration::from_secs(5),
+        || async {
+            let mut fourth = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+            let mut b = [0u8; 16];
+            let r = tokio::time::timeout(Duration::from_millis(300), fourth.read(&mut b)).await;
+            matches!(r, Ok(Ok(0)) | Ok(Err(_)))
+        },
+    )
+    .await;
     for c in &mut held {
         let r = tokio::time::timeout(Duration::from_millis(100), c.read(&mut b)).await;
         assert!(r.is_err(), "still waiting for a handshake");
     }
     // Once they are gone, the address handshakes again.
     drop(held);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let r = client(&ca, None)
-        .get(format!("{}/healthz", https(&s)))
-        .send()
-        .await
-        .unwrap();
+    let mut r = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while r.is_none() {
+        match client(&ca, None)
+            .get(format!("{}/healthz", https(&s)))
+            .send()
+            .await
+        {
+            Ok(resp) => r = Some(resp),
+            Err(e) => {
+                assert!(tokio::time::Instant::now() < deadline, "no handshake: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    let r = r.unwrap();
     assert_eq!(r.status().as_u16(), 200);
 }

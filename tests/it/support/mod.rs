@@ -184,6 +184,22 @@ impl TestServer {
         resp.text().await.unwrap()
     }
 
+    /// The value of one series on /metrics (`name{labels}` exactly as exposed, or a bare
+    /// name); 0 when it has not been exported yet (a counter not yet moved).
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric_in(&self.metrics().await, series)
+    }
+
+    /// Waits until `series` has grown by at least `by` from `from` (read it before the
+    /// action): the metrics registry is the process's, so tests assert deltas.
+    pub async fn wait_metric_delta(&self, series: &str, from: f64, by: f64, within: Duration) {
+        let what = format!("{series} to grow by {by} from {from}");
+        eventually(&what, within, || async {
+            self.metric(series).await - from >= by
+        })
+        .await;
+    }
+
     pub async fn readyz(&self) -> u16 {
         self.client
             .get(format!("{}/readyz", self.url))
@@ -316,7 +332,51 @@ impl Answer {
     }
 }
 
-/// A free port on loopback (bound, then released).
+/// Polls `condition` every 20 ms until it holds; fails the test naming `what` after `within`.
+/// What a test waits for is a condition (a metric delta, readiness, a file's content), never
+/// a bare sleep.
+pub async fn eventually<F, Fut>(what: &str, within: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited {within:?} for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Checks that `condition` holds throughout `span` (polled every 20 ms): for what must stay
+/// true while background work (probes, reloads) runs.
+pub async fn holds<F, Fut>(what: &str, span: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = tokio::time::Instant::now() + span;
+    while tokio::time::Instant::now() < end {
+        assert!(condition().await, "{what} stopped holding");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The value of `series` in a /metrics text (0 when absent).
+pub fn metric_in(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let rest = l.strip_prefix(series)?;
+            rest.starts_with(' ').then(|| rest.trim().parse().ok())?
+        })
+        .unwrap_or(0.0)
+}
+
+/// A free port on loopback (bound, then released: racy, so only for processes that must be
+/// told their port before they start, or for an address where nothing listens).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
