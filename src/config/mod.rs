@@ -34,7 +34,7 @@ pub use auth::{
 pub use kafka::{KafkaConfig, KafkaProtocol, KafkaSecurity, SaslMechanism, TokenSource};
 pub use limits::LimitsConfig;
 pub use rate_limits::{RateLimitConfig, RateLimitsConfig, TenantRateLimit};
-pub use registry::{OnConflict, RegistryConfig, SchemasConfig};
+pub use registry::{OnConflict, RegistryConfig, SchemasConfig, DEFAULT_COMPAT_BUDGET};
 pub use routes::{Ack, RouteRule, RoutesConfig};
 pub use server::{LogConfig, LogFormat, ServerConfig};
 pub use sink::{FileConfig, KinesisConfig, KinesisFormat, SinkConfig, SinkKind};
