@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use super::context::{Cx, View};
 use super::values::*;
+use crate::event::escape_pointer;
 
 impl<'a> Cx<'a> {
     /// Keywords of the reader no rule reads: changed or added, they leave the pair undecided
@@ -275,7 +276,7 @@ impl<'a> Cx<'a> {
         let add_b = b.get("additionalProperties").unwrap_or(&Value::Bool(true));
         let names: BTreeSet<&String> = props_a.keys().chain(props_b.keys()).collect();
         for name in names {
-            let p = format!("{path}/properties/{}", escape(name));
+            let p = format!("{path}/properties/{}", escape_pointer(name));
             let sa = props_a.get(name.as_str());
             let sb = props_b.get(name.as_str());
             let in_patterns = |props: &Map<String, Value>| !props.is_empty();

@@ -308,8 +308,3 @@ pub(super) fn pairwise_disjoint(branches: &[Value]) -> bool {
     }
     true
 }
-
-/// A property name as a JSON pointer token.
-pub(super) fn escape(s: &str) -> String {
-    s.replace('~', "~0").replace('/', "~1")
-}

@@ -1,0 +1,312 @@
+use super::*;
+use crate::config::LimitsConfig;
+
+fn limits() -> LimitsConfig {
+    LimitsConfig::default()
+}
+
+fn decode(format: BodyFormat, s: &str) -> Result<Decoded, RequestError> {
+    decode_body(format, &Bytes::copy_from_slice(s.as_bytes()), &limits())
+}
+
+#[test]
+fn single_event_fills_id_and_source_and_keeps_data_bytes() {
+    let out = decode(
+        BodyFormat::Structured,
+        r#"{"type":"t.a","data":{"x": 1},"partitionkey":"k","count":3}"#,
+    )
+    .unwrap();
+    let ev = out[0].as_ref().unwrap();
+    assert_eq!(ev.ty, "t.a");
+    assert_eq!(ev.source, DEFAULT_SOURCE);
+    assert_eq!(uuid::Uuid::parse_str(&ev.id).unwrap().get_version_num(), 7);
+    assert_eq!(&ev.data.as_ref().unwrap()[..], br#"{"x": 1}"#);
+    assert_eq!(ev.partition_key(), "k");
+    assert_eq!(ev.extension("count"), Some("3"));
+}
+
+#[test]
+fn batch_and_ndjson_keep_order_and_reject_per_event() {
+    let out = decode(
+        BodyFormat::Batch,
+        r#"[{"type":"a","id":"1"}, 7, {"id":"3"}]"#,
+    )
+    .unwrap();
+    assert_eq!(out.len(), 3);
+    assert_eq!(out[0].as_ref().unwrap().id, "1");
+    assert_eq!(out[1].as_ref().unwrap_err().error.code, "invalid_event");
+    let r = out[2].as_ref().unwrap_err();
+    assert_eq!(
+        (r.id.as_deref(), r.error.code, r.error.pointer.as_str()),
+        (Some("3"), "missing_type", "/type")
+    );
+
+    let out = decode(
+        BodyFormat::Ndjson,
+        "{\"type\":\"a\"}\n\n{oops\r\n{\"type\":\"b\"}\n",
+    )
+    .unwrap();
+    assert_eq!(out.len(), 3);
+    assert_eq!(out[1].as_ref().unwrap_err().error.code, "malformed_json");
+    assert_eq!(out[2].as_ref().unwrap().ty, "b");
+}
+
+#[test]
+fn request_level_errors() {
+    assert_eq!(
+        decode(BodyFormat::Batch, "[]").unwrap_err(),
+        RequestError::Empty
+    );
+    assert_eq!(
+        decode(BodyFormat::Structured, "  ").unwrap_err(),
+        RequestError::Empty
+    );
+    assert!(matches!(
+        decode(BodyFormat::Structured, "{").unwrap_err(),
+        RequestError::Malformed(_)
+    ));
+    let deep = format!("{}{}", "[".repeat(70), "]".repeat(70));
+    assert_eq!(
+        decode(
+            BodyFormat::Structured,
+            &format!(r#"{{"type":"a","data":{deep}}}"#)
+        )
+        .unwrap_err(),
+        RequestError::TooDeep { limit: 64 }
+    );
+    assert!(BodyFormat::detect(Some("text/plain"), false).is_err());
+    assert_eq!(
+        BodyFormat::detect(Some("application/json; charset=utf-8"), false),
+        Ok(BodyFormat::Structured)
+    );
+}
+
+#[test]
+fn depth_counts_only_outside_strings() {
+    assert!(check_depth(br#"{"a":"[[[[[[[[[[[[[[[[[[["}"#, 1).is_ok());
+    assert!(check_depth(br#"{"a":"\"[[[[["}"#, 1).is_ok());
+    assert!(check_depth(br#"{"a":[1]}"#, 1).is_err());
+    assert!(check_depth(br#"{"a":[1]}"#, 2).is_ok());
+}
+
+#[test]
+fn attribute_rules() {
+    let code = |s: &str| {
+        decode(BodyFormat::Structured, s).unwrap()[0]
+            .as_ref()
+            .unwrap_err()
+            .error
+            .code
+    };
+    assert_eq!(
+        code(r#"{"type":"a","specversion":"0.3"}"#),
+        "unsupported_specversion"
+    );
+    assert_eq!(
+        code(r#"{"type":"a","data_base64":"AA=="}"#),
+        "unsupported_data"
+    );
+    assert_eq!(
+        code(r#"{"type":"a","datacontenttype":"text/plain"}"#),
+        "unsupported_data"
+    );
+    assert_eq!(code(r#"{"type":"a","Bad-Name":"x"}"#), "invalid_attribute");
+    assert_eq!(
+        code(r#"{"type":"a","ext":{"nested":1}}"#),
+        "invalid_attribute"
+    );
+    assert_eq!(code(r#"{"type":"a","id":5}"#), "invalid_attribute");
+    assert_eq!(code(r#"{"type":"a","id":""}"#), "invalid_attribute");
+    assert_eq!(
+        code(r#"{"type":"a","schemaversion":"x"}"#),
+        "invalid_attribute"
+    );
+    for reserved in ["sluicetenant", "sluiceschemaid", "sluice"] {
+        assert_eq!(
+            code(&format!(r#"{{"type":"a","{reserved}":"acme"}}"#)),
+            "reserved_attribute"
+        );
+    }
+    let ok = decode(
+        BodyFormat::Structured,
+        r#"{"type":"a","dataschema":"https://r/subjects/a/versions/3"}"#,
+    )
+    .unwrap();
+    assert_eq!(ok[0].as_ref().unwrap().schema_version, Some(3));
+}
+
+#[test]
+fn binary_mode() {
+    let headers = [
+        ("type", &b"t.b"[..]),
+        ("id", b"abc"),
+        ("source", b"%2Fapp%20one"),
+    ];
+    let out = decode_binary(
+        headers.into_iter(),
+        Some("application/json"),
+        Bytes::from_static(br#"{"k":true}"#),
+        &limits(),
+    )
+    .unwrap();
+    let ev = out[0].as_ref().unwrap();
+    assert_eq!(
+        (ev.id.as_str(), ev.source.as_str(), ev.ty.as_str()),
+        ("abc", "/app one", "t.b")
+    );
+    assert_eq!(ev.datacontenttype.as_deref(), Some("application/json"));
+    let rejected = decode_binary(
+        [
+            ("type", &b"t"[..]),
+            ("id", b"mine"),
+            ("specversion", b"0.3"),
+        ]
+        .into_iter(),
+        Some("application/json"),
+        Bytes::from_static(b"{}"),
+        &limits(),
+    )
+    .unwrap();
+    let r = rejected[0].as_ref().unwrap_err();
+    assert_eq!(
+        (r.id.as_deref(), r.error.code),
+        (Some("mine"), "unsupported_specversion")
+    );
+    let spoofed = decode_binary(
+        [("type", &b"t"[..]), ("sluicetenant", b"other")].into_iter(),
+        Some("application/json"),
+        Bytes::from_static(b"{}"),
+        &limits(),
+    )
+    .unwrap();
+    let r = spoofed[0].as_ref().unwrap_err();
+    assert_eq!(
+        (r.error.code, r.error.pointer.as_str()),
+        ("reserved_attribute", "/sluicetenant")
+    );
+    assert!(decode_binary(
+        [("type", &b"t"[..])].into_iter(),
+        Some("application/json"),
+        Bytes::from_static(b"{nope"),
+        &limits()
+    )
+    .is_err());
+}
+
+/// Hostile input never panics the decoder: mutated valid bodies (flipped bytes, brackets
+/// and quotes dropped in, truncations) through every format, with tight limits.
+#[test]
+fn mutated_bodies_never_panic() {
+    let seeds: &[&[u8]] = &[
+        br#"{"type":"a","id":"1","data":{"x":[1,2,{"y":"z\"q"}]},"ext":5}"#,
+        br#"[{"type":"a"},{"type":"b","data":null,"partitionkey":"k"}]"#,
+        b"{\"type\":\"a\"}\n{\"type\":\"b\",\"data\":[[[]]]}\n",
+    ];
+    let limits = LimitsConfig {
+        max_depth: 4,
+        max_events: 3,
+        max_event_bytes: crate::config::ByteSize(60),
+        ..LimitsConfig::default()
+    };
+    let specials = b"{}[]\"\\,:\n\xff\x00 ";
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for i in 0..20_000 {
+        let mut body = seeds[i % seeds.len()].to_vec();
+        for _ in 0..(next() % 4 + 1) {
+            let pos = (next() as usize) % (body.len() + 1);
+            match next() % 4 {
+                0 if pos < body.len() => body[pos] = next() as u8,
+                1 => body.insert(pos, specials[(next() as usize) % specials.len()]),
+                2 => body.truncate(pos),
+                _ if pos < body.len() => {
+                    body.remove(pos);
+                }
+                _ => {}
+            }
+        }
+        let bytes = Bytes::from(body);
+        for format in [
+            BodyFormat::Structured,
+            BodyFormat::Batch,
+            BodyFormat::Ndjson,
+        ] {
+            let _ = decode_body(format, &bytes, &limits);
+        }
+        let _ = decode_binary(
+            [("type", &bytes[..bytes.len().min(10)])].into_iter(),
+            Some("application/json"),
+            bytes.clone(),
+            &limits,
+        );
+    }
+}
+
+#[test]
+fn counts_are_enforced_while_scanning() {
+    let limits = LimitsConfig {
+        max_events: 3,
+        ..LimitsConfig::default()
+    };
+    let scan = |format, body: String| decode_body(format, &Bytes::from(body), &limits);
+    let three = r#"[{"type":"a"},{"type":"a"},{"type":"a"}]"#.to_string();
+    assert_eq!(scan(BodyFormat::Batch, three).unwrap().len(), 3);
+    // Ten million items: refused at the fourth, with the limit in the answer.
+    let huge = format!("[{}0]", "0,".repeat(10_000_000));
+    let e = scan(BodyFormat::Batch, huge).unwrap_err();
+    assert_eq!(e, RequestError::TooManyEvents { limit: 3 });
+    assert!(e.to_string().contains("more than 3"), "{e}");
+    let lines = "{\"type\":\"a\"}\n".repeat(1_000_000);
+    assert_eq!(
+        scan(BodyFormat::Ndjson, lines).unwrap_err(),
+        RequestError::TooManyEvents { limit: 3 }
+    );
+    // Malformed arrays still say so.
+    assert!(matches!(
+        scan(BodyFormat::Batch, "[{\"type\":\"a\"}".into()),
+        Err(RequestError::Malformed(_))
+    ));
+    assert!(matches!(
+        scan(BodyFormat::Batch, "[] x".into()),
+        Err(RequestError::Malformed(_))
+    ));
+}
+
+#[test]
+fn extensions_are_counted_per_event_in_every_mode() {
+    let limits = LimitsConfig {
+        max_extensions: 2,
+        ..LimitsConfig::default()
+    };
+    let event = |n: usize| {
+        let ext: String = (0..n).map(|i| format!(",\"x{i}\":1")).collect();
+        format!(r#"{{"type":"a","id":"e"{ext}}}"#)
+    };
+    let one = |body: String| {
+        decode_body(BodyFormat::Structured, &Bytes::from(body), &limits)
+            .unwrap()
+            .remove(0)
+    };
+    assert_eq!(one(event(2)).unwrap().extensions.len(), 2);
+    let e = one(event(3)).unwrap_err();
+    assert_eq!(e.error.code, "too_many_extensions");
+    // A hundred thousand members are refused without being collected first.
+    let e = one(event(50_000)).unwrap_err();
+    assert_eq!(e.error.code, "too_many_extensions");
+    // Binary mode: ce-* headers.
+    let names: Vec<String> = (0..3).map(|i| format!("x{i}")).collect();
+    let headers = names
+        .iter()
+        .map(|n| (n.as_str(), &b"1"[..]))
+        .chain([("type", &b"a"[..])]);
+    let out = decode_binary(headers, None, Bytes::new(), &limits).unwrap();
+    assert_eq!(
+        out[0].as_ref().unwrap_err().error.code,
+        "too_many_extensions"
+    );
+}
