@@ -440,6 +440,108 @@ async fn registry_api_needs_registry_scopes_when_auth_is_on() {
     );
 }
 
+/// Every registry route and the scope it needs: lookups and compatibility checks are POSTs
+/// that only read.
+const ROUTES: &[(&str, &str, &str)] = &[
+    ("GET", "/subjects", "read"),
+    ("POST", "/subjects/{s}", "read"),
+    ("GET", "/subjects/{s}/versions", "read"),
+    ("GET", "/subjects/{s}/versions/1", "read"),
+    ("GET", "/subjects/{s}/versions/1/schema", "read"),
+    ("GET", "/schemas/ids/1", "read"),
+    ("GET", "/schemas/ids/1/schema", "read"),
+    ("GET", "/schemas/ids/1/versions", "read"),
+    ("GET", "/schemas/types", "read"),
+    ("GET", "/config", "read"),
+    ("GET", "/config/{s}", "read"),
+    (
+        "POST",
+        "/compatibility/subjects/{s}/versions/latest",
+        "read",
+    ),
+    ("POST", "/compatibility/subjects/{s}/versions", "read"),
+    ("POST", "/subjects/{s}/versions", "write"),
+    ("DELETE", "/subjects/{s}", "write"),
+    ("DELETE", "/subjects/{s}/versions/1", "write"),
+    ("PUT", "/config", "write"),
+    ("DELETE", "/config", "write"),
+    ("PUT", "/config/{s}", "write"),
+    ("DELETE", "/config/{s}", "write"),
+];
+
+#[tokio::test]
+async fn registry_api_each_route_needs_its_scope_and_open_reads_opens_only_reads() {
+    let ws = Workspace::new();
+    let subject = unique("it.api.scopes.");
+    let body = |method: &str, path: &str| {
+        (method != "GET" && method != "DELETE").then(|| {
+            if path.starts_with("/config") {
+                json!({"compatibility": "NONE"})
+            } else {
+                schema_req(&json!({"type": "object"}))
+            }
+        })
+    };
+    for open_reads in [false, true] {
+        let mut cfg = with_jwt(ws.config());
+        cfg.auth.keys = vec![static_key(Algorithm::HS256, "hs")];
+        cfg.registry.open_reads = open_reads;
+        let s = TestServer::start_ready(cfg).await;
+        let hs = Signer::new(Algorithm::HS256, Some("hs"));
+        let anon = Call { s: &s, token: None };
+        let events_only = Call {
+            s: &s,
+            token: Some(hs.sign(&claims("events:write:*"))),
+        };
+        let reader = Call {
+            s: &s,
+            token: Some(hs.sign(&claims("registry:read"))),
+        };
+        for (method, path, need) in ROUTES {
+            let path = path.replace("{s}", &subject);
+            let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+            let what = format!("{method} {path} (open_reads {open_reads})");
+            let read = *need == "read";
+            let (st, b) = anon.req(m.clone(), &path, body(method, &path)).await;
+            if read && open_reads {
+                assert!(
+                    st != 401 && st != 403,
+                    "{what}: anonymous reads are open: {st} {b}"
+                );
+            } else {
+                assert_eq!((st, code(&b)), (401, 40101), "{what}: anonymous: {b}");
+            }
+            let (st, b) = events_only.req(m.clone(), &path, body(method, &path)).await;
+            if read && open_reads {
+                assert!(st != 401 && st != 403, "{what}: reads are open: {st} {b}");
+            } else {
+                assert_eq!(
+                    (st, code(&b)),
+                    (403, 40301),
+                    "{what}: events:write only: {b}"
+                );
+            }
+            let (st, b) = reader.req(m, &path, body(method, &path)).await;
+            if read {
+                assert!(
+                    st != 401 && st != 403,
+                    "{what}: registry:read reads: {st} {b}"
+                );
+            } else {
+                assert_eq!(
+                    (st, code(&b)),
+                    (403, 40301),
+                    "{what}: registry:read writes: {b}"
+                );
+                assert!(
+                    b["message"].as_str().unwrap().contains("registry:write"),
+                    "{what}: {b}"
+                );
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn registry_api_confluent_python_client_works_against_sluice() {
     let python = std::env::var("SLUICE_TEST_PYTHON").expect(
