@@ -11,7 +11,8 @@
 //! - [`spool`]: the on-disk write-ahead log for when the sink is down or slow, and its replay.
 //! - [`sink`]: the `Sink` trait and its Kafka, Kinesis, file and blackhole implementations.
 //! - [`telemetry`]: metric names and logging setup.
-//! - [`error`]: the API error shape.
+//! - [`error`]: the API error shape and [`error::codes`], the one table of error codes.
+//! - [`tls`]: rustls listeners, certificate reloads and client identities (used by `http` and `auth`).
 //!
 //! [`serve`] runs the real server on a listener the caller binds and stops when the caller's
 //! future resolves, so `main`, the tests and the benchmarks all run the same code.
@@ -23,6 +24,7 @@ pub mod error;
 pub mod event;
 pub mod http;
 mod percent;
+mod periodic;
 pub mod pipeline;
 pub mod registry;
 pub mod sink;
@@ -44,23 +46,6 @@ use crate::config::Config;
 use crate::http::App;
 use crate::pipeline::Pipeline;
 use crate::registry::{DirStore, SchemaStore, StoreSource, ValidatorCache};
-
-/// Runs `tick(owner)` every `every` for as long as `owner` is alive elsewhere (the task holds
-/// only a weak reference, so it never keeps its owner alive).
-pub(crate) fn every<T: Send + Sync + 'static>(
-    owner: &Arc<T>,
-    every: Duration,
-    tick: impl Fn(&T) + Send + 'static,
-) {
-    let owner = Arc::downgrade(owner);
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(every).await;
-            let Some(owner) = owner.upgrade() else { break };
-            tick(&owner);
-        }
-    });
-}
 
 /// Builds the application: checks the config (building its parts once), loads and compiles
 /// schemas, connects the sink.
@@ -125,7 +110,7 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
         registry,
         schema_work,
         auth,
-        cors,
+        cors: Arc::new(cors),
         pipeline: Pipeline {
             validators,
             dead_letter_cap: pipeline::RateLimiter::events_per_second(

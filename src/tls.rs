@@ -106,7 +106,7 @@ impl Tls {
 
     /// Re-reads the files every `reload_interval` for as long as `self` lives elsewhere.
     pub fn spawn_reloader(self: &Arc<Self>) {
-        crate::every(self, self.settings.reload_interval.0, Tls::reload);
+        crate::periodic::every(self, self.settings.reload_interval.0, Tls::reload);
     }
 
     /// Swaps in the files' current contents when they changed and make a working

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use sluice::config::{ByteSize, LimitsConfig};
+use sluice::error::ClientError;
 use sluice::event::decode_binary;
 
 fuzz_target!(|data: &[u8]| {
@@ -41,6 +42,6 @@ fuzz_target!(|data: &[u8]| {
                 assert!(ev.extensions.len() <= limits.max_extensions);
             }
         }
-        Err(e) => assert!((400..500).contains(&e.status()), "{e}"),
+        Err(e) => assert!((400..500).contains(&e.code().status()), "{e}"),
     }
 });

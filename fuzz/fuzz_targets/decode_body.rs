@@ -5,6 +5,7 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use sluice::config::{ByteSize, LimitsConfig};
+use sluice::error::ClientError;
 use sluice::event::{decode_body, BodyFormat};
 
 fuzz_target!(|data: &[u8]| {
@@ -29,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
                     assert!(!ev.ty.is_empty());
                 }
             }
-            Err(e) => assert!((400..500).contains(&e.status()), "{e}"),
+            Err(e) => assert!((400..500).contains(&e.code().status()), "{e}"),
         }
     }
 });

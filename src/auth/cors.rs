@@ -13,8 +13,7 @@ use axum::response::{IntoResponse, Response};
 pub use super::apikey::OriginPattern;
 use super::Authenticator;
 use crate::config::CorsConfig;
-use crate::error::ApiError;
-use crate::http::App;
+use crate::error::{ApiError, Code};
 use crate::telemetry;
 
 /// Headers a page may read from our answers.
@@ -56,13 +55,22 @@ impl Cors {
     }
 }
 
+/// The CORS layer's state: the configured origins, and the keys (browser keys add theirs).
+#[derive(Clone)]
+pub struct CorsState {
+    pub cors: Arc<Cors>,
+    pub auth: Arc<Authenticator>,
+}
+
 /// Answers preflights and adds `Access-Control-Allow-Origin` to answers for allowed
 /// origins, errors included (a page must be able to read a 401 or a 429).
-pub async fn cors(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+pub async fn cors(State(state): State<CorsState>, req: Request, next: Next) -> Response {
     let Some(origin) = req.headers().get(header::ORIGIN).cloned() else {
         return next.run(req).await;
     };
-    let allowed = origin.to_str().is_ok_and(|o| app.cors.allows(o, &app.auth));
+    let allowed = origin
+        .to_str()
+        .is_ok_and(|o| state.cors.allows(o, &state.auth));
     let preflight = req.method() == Method::OPTIONS
         && req
             .headers()
@@ -72,8 +80,7 @@ pub async fn cors(State(app): State<Arc<App>>, req: Request, next: Next) -> Resp
             metrics::counter!(telemetry::AUTH_FAILURES, "reason" => "origin_not_allowed")
                 .increment(1);
             let mut resp = ApiError::new(
-                StatusCode::FORBIDDEN,
-                "origin_not_allowed",
+                Code::OriginNotAllowed,
                 "this origin may not post events here",
             )
             .into_response();
@@ -89,9 +96,9 @@ pub async fn cors(State(app): State<Arc<App>>, req: Request, next: Next) -> Resp
         );
         h.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
-            app.cors.allow_headers.clone(),
+            state.cors.allow_headers.clone(),
         );
-        h.insert(header::ACCESS_CONTROL_MAX_AGE, app.cors.max_age.clone());
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, state.cors.max_age.clone());
         resp
     } else {
         next.run(req).await

@@ -7,14 +7,18 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::http::App;
+use super::Authenticator;
+use crate::error::ClientError;
 use crate::telemetry;
 use crate::tls::{ClientIdentity, Peer};
 
-pub async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+pub async fn authenticate(
+    State(auth): State<Arc<Authenticator>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let client = client_identity(&req);
-    match app
-        .auth
+    match auth
         .authenticate(req.headers(), client.as_deref(), peer_ip(&req))
         .await
     {
@@ -25,9 +29,13 @@ pub async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: N
         Ok(None) => next.run(req).await,
         Err(e) => {
             // The reason, never the credential.
-            tracing::debug!(reason = e.code(), "request refused by authentication");
+            tracing::debug!(
+                reason = e.code().as_str(),
+                "request refused by authentication"
+            );
             // Nothing in the request was accepted; counted like other whole-request refusals.
-            metrics::counter!(telemetry::EVENTS_REJECTED, "reason" => e.code()).increment(1);
+            metrics::counter!(telemetry::EVENTS_REJECTED, "reason" => e.code().as_str())
+                .increment(1);
             e.into_response()
         }
     }

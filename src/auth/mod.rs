@@ -22,7 +22,7 @@ pub use apikey::{generate_key, GeneratedKey};
 pub use middleware::{authenticate, client_identity, peer_ip};
 
 use crate::config::{AuthConfig, AuthMode, KeyClass};
-use crate::error::ApiError;
+use crate::error::{ApiError, ClientError, Code};
 use crate::event::TypePattern;
 use crate::telemetry;
 use crate::tls::ClientIdentity;
@@ -143,48 +143,45 @@ pub enum AuthError {
     ProtectedMode,
 }
 
-impl AuthError {
-    pub fn code(&self) -> &'static str {
+impl ClientError for AuthError {
+    /// The stable code; its status comes with it (docs/api.md).
+    fn code(&self) -> Code {
         match self {
-            AuthError::MissingCredentials => "missing_credentials",
-            AuthError::Malformed(_) => "malformed_token",
-            AuthError::TooLong { .. } => "token_too_long",
-            AuthError::AlgorithmNotAllowed(_) => "algorithm_not_allowed",
-            AuthError::UnknownKey => "unknown_key",
-            AuthError::BadSignature => "bad_signature",
-            AuthError::Expired => "token_expired",
-            AuthError::NotYetValid => "token_not_yet_valid",
-            AuthError::WrongIssuer => "wrong_issuer",
-            AuthError::WrongAudience => "wrong_audience",
-            AuthError::MissingClaim(_) => "missing_claim",
-            AuthError::InvalidClaim(_) => "invalid_claim",
-            AuthError::InvalidApiKey => "invalid_api_key",
-            AuthError::ApiKeyExpired => "api_key_expired",
-            AuthError::OriginNotAllowed => "origin_not_allowed",
-            AuthError::InsufficientScope => "insufficient_scope",
-            AuthError::KeysUnavailable => "auth_keys_unavailable",
-            AuthError::ClientCertNotAllowed => "client_certificate_not_allowed",
-            AuthError::ProtectedMode => "protected_mode",
+            AuthError::MissingCredentials => Code::MissingCredentials,
+            AuthError::Malformed(_) => Code::MalformedToken,
+            AuthError::TooLong { .. } => Code::TokenTooLong,
+            AuthError::AlgorithmNotAllowed(_) => Code::AlgorithmNotAllowed,
+            AuthError::UnknownKey => Code::UnknownKey,
+            AuthError::BadSignature => Code::BadSignature,
+            AuthError::Expired => Code::TokenExpired,
+            AuthError::NotYetValid => Code::TokenNotYetValid,
+            AuthError::WrongIssuer => Code::WrongIssuer,
+            AuthError::WrongAudience => Code::WrongAudience,
+            AuthError::MissingClaim(_) => Code::MissingClaim,
+            AuthError::InvalidClaim(_) => Code::InvalidClaim,
+            AuthError::InvalidApiKey => Code::InvalidApiKey,
+            AuthError::ApiKeyExpired => Code::ApiKeyExpired,
+            AuthError::OriginNotAllowed => Code::OriginNotAllowed,
+            AuthError::InsufficientScope => Code::InsufficientScope,
+            AuthError::KeysUnavailable => Code::AuthKeysUnavailable,
+            AuthError::ClientCertNotAllowed => Code::ClientCertificateNotAllowed,
+            AuthError::ProtectedMode => Code::ProtectedMode,
         }
     }
+}
 
+impl AuthError {
     pub fn status(&self) -> StatusCode {
-        match self {
-            AuthError::OriginNotAllowed
-            | AuthError::InsufficientScope
-            | AuthError::ClientCertNotAllowed => StatusCode::FORBIDDEN,
-            AuthError::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::UNAUTHORIZED,
-        }
+        self.code().status_code()
     }
 }
 
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
-        metrics::counter!(telemetry::AUTH_FAILURES, "reason" => self.code()).increment(1);
-        let status = self.status();
         let code = self.code();
-        let mut err = ApiError::new(status, code, self.to_string());
+        metrics::counter!(telemetry::AUTH_FAILURES, "reason" => code.as_str()).increment(1);
+        let status = code.status_code();
+        let mut err = ApiError::from(self.clone());
         if status == StatusCode::SERVICE_UNAVAILABLE {
             err.retry_after = Some(1);
         }
@@ -274,7 +271,7 @@ impl Authenticator {
             AuthMode::Required => {}
         }
         if self.api_keys.has_file() {
-            crate::every(self, self.api_keys_reload_interval, |a: &Authenticator| {
+            crate::periodic::every(self, self.api_keys_reload_interval, |a: &Authenticator| {
                 a.api_keys.reload()
             });
         }

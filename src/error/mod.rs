@@ -1,6 +1,12 @@
 //! The one error shape clients see: `{"error": {"code": "...", "message": "..."}}` with a
-//! stable `code` (listed in openapi.yaml and docs/api.md). Handlers build it themselves and
-//! the message is sent as given, so it must be text a client may read; nothing here logs.
+//! stable [`Code`] from [`codes`], the one list of them (checked against openapi.yaml and
+//! docs/api.md). Each module's own error enum names its code; the message is sent as given,
+//! so it must be text a client may read. Causes a client must not see (a bug, a broker's
+//! words) are logged with the request's id instead: see [`ApiError::internal`].
+
+pub mod codes;
+
+pub use codes::Code;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -10,7 +16,7 @@ use serde::Serialize;
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: Code,
     pub message: String,
     /// Seconds, sent as `Retry-After` (503 and 429 always carry one).
     pub retry_after: Option<u64>,
@@ -20,7 +26,7 @@ pub struct ApiError {
 
 #[derive(Serialize)]
 pub struct ErrorBody<'a> {
-    pub code: &'a str,
+    pub code: Code,
     pub message: &'a str,
 }
 
@@ -30,9 +36,10 @@ struct Envelope<'a> {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An answer with `code`'s status.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
         ApiError {
-            status,
+            status: code.status_code(),
             code,
             message: message.into(),
             retry_after: None,
@@ -40,24 +47,41 @@ impl ApiError {
         }
     }
 
-    pub fn unavailable(code: &'static str, message: impl Into<String>, retry_after: u64) -> Self {
+    /// A 503 (or 429) that tells the client when to come back.
+    pub fn unavailable(code: Code, message: impl Into<String>, retry_after: u64) -> Self {
         ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            code,
-            message: message.into(),
             retry_after: Some(retry_after),
-            rate_limit: None,
+            ..ApiError::new(code, message)
         }
     }
 
     /// A 500 whose cause goes to the log, not to the client.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
+        // Logged inside the request's span, so the line carries the id the client was sent.
         tracing::error!(%cause, "internal error");
         ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error; see the server log",
+            Code::Internal,
+            "internal error; the cause is in the server log under this request's x-request-id",
         )
+    }
+}
+
+/// A module's own error that a client is told about: it names its [`Code`] (and with it the
+/// status), and says what the client may read. Every such error becomes the answer through
+/// the one `From` below, so the shape, status and code cannot drift apart per call site.
+pub trait ClientError: std::error::Error {
+    fn code(&self) -> Code;
+
+    /// The text sent. By default the error's own words; an error whose words carry causes a
+    /// client must not see (a broker's text) says something else and logs the rest.
+    fn client_message(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl<E: ClientError> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        ApiError::new(e.code(), e.client_message())
     }
 }
 

@@ -6,6 +6,7 @@ use serde_json::value::RawValue;
 
 use super::{escape_pointer, is_json_media, Event, EventError, DEFAULT_SOURCE, RESERVED_PREFIX};
 use crate::config::LimitsConfig;
+use crate::error::Code;
 
 /// Attributes CloudEvents defines (and `data`, `data_base64`): every other member of an event
 /// is an extension.
@@ -24,8 +25,7 @@ pub(super) const CONTEXT_ATTRIBUTES: [&str; 10] = [
 
 pub(super) fn too_many_extensions(limit: usize) -> EventError {
     EventError::new(
-        400,
-        "too_many_extensions",
+        Code::TooManyExtensions,
         "",
         format!("an event may carry at most {limit} extension attributes (limits.max_extensions)"),
     )
@@ -72,8 +72,7 @@ impl EventBuilder {
             _ => {
                 if !valid_extension_name(name) {
                     return Err(EventError::new(
-                        400,
-                        "invalid_attribute",
+                        Code::InvalidAttribute,
                         format!("/{}", escape_pointer(name)),
                         "extension attribute names are 1 to 20 lowercase letters or digits",
                     ));
@@ -83,9 +82,7 @@ impl EventBuilder {
                 // them, e.g. another tenant.
                 if name.starts_with(RESERVED_PREFIX) {
                     return Err(EventError::new(
-                        400,
-                        "reserved_attribute",
-                        format!("/{name}"),
+ Code::ReservedAttribute, format!("/{name}"),
                         format!(
                             "extension names starting with `{RESERVED_PREFIX}` are reserved for Sluice's own attributes"
                         ),
@@ -106,8 +103,7 @@ impl EventBuilder {
         let specversion = self.specversion.unwrap_or_else(|| "1.0".into());
         if specversion != "1.0" {
             return Err(EventError::new(
-                400,
-                "unsupported_specversion",
+                Code::UnsupportedSpecversion,
                 "/specversion",
                 "only CloudEvents specversion 1.0 is accepted",
             ));
@@ -116,8 +112,7 @@ impl EventBuilder {
             Some(t) if !t.is_empty() => t,
             _ => {
                 return Err(EventError::new(
-                    400,
-                    "missing_type",
+                    Code::MissingType,
                     "/type",
                     "every event needs a non-empty `type`",
                 ))
@@ -126,8 +121,7 @@ impl EventBuilder {
         if let Some(ct) = &self.datacontenttype {
             if !is_json_media(ct) {
                 return Err(EventError::new(
-                    415,
-                    "unsupported_data",
+                    Code::UnsupportedData,
                     "/datacontenttype",
                     "only JSON data (application/json or */*+json) can be validated and accepted",
                 ));
@@ -136,8 +130,7 @@ impl EventBuilder {
         for (name, v) in [("id", &id), ("source", &self.source)] {
             if matches!(v, Some(s) if s.is_empty()) {
                 return Err(EventError::new(
-                    400,
-                    "invalid_attribute",
+                    Code::InvalidAttribute,
                     format!("/{name}"),
                     format!("`{name}` must not be empty (leave it out to have Sluice fill it)"),
                 ));
@@ -147,8 +140,7 @@ impl EventBuilder {
         if let Some(pin) = self.extensions.iter().find(|(k, _)| k == "schemaversion") {
             schema_version = Some(parse_version(&pin.1).ok_or_else(|| {
                 EventError::new(
-                    400,
-                    "invalid_attribute",
+                    Code::InvalidAttribute,
                     "/schemaversion",
                     "`schemaversion` must be a positive integer",
                 )
@@ -190,8 +182,7 @@ fn valid_extension_name(name: &str) -> bool {
 pub(super) fn string_attr(name: &str, raw: &RawValue) -> Result<String, EventError> {
     serde_json::from_str::<String>(raw.get()).map_err(|_| {
         EventError::new(
-            400,
-            "invalid_attribute",
+            Code::InvalidAttribute,
             format!("/{name}"),
             format!("`{name}` must be a string"),
         )
@@ -203,8 +194,7 @@ pub(super) fn string_attr(name: &str, raw: &RawValue) -> Result<String, EventErr
 pub(super) fn scalar_attr(name: &str, raw: &RawValue) -> Result<String, EventError> {
     let v: serde_json::Value = serde_json::from_str(raw.get()).map_err(|_| {
         EventError::new(
-            400,
-            "invalid_attribute",
+            Code::InvalidAttribute,
             format!("/{}", escape_pointer(name)),
             "unreadable attribute",
         )
@@ -214,8 +204,7 @@ pub(super) fn scalar_attr(name: &str, raw: &RawValue) -> Result<String, EventErr
         serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
         serde_json::Value::Bool(b) => Ok(b.to_string()),
         _ => Err(EventError::new(
-            400,
-            "invalid_attribute",
+            Code::InvalidAttribute,
             format!("/{}", escape_pointer(name)),
             format!(
                 "attribute `{}` must be a string, integer or boolean",

@@ -6,6 +6,7 @@ use serde_json::value::RawValue;
 use super::attributes::EventBuilder;
 use super::{check_depth, Decoded, EventError, Rejected, RequestError};
 use crate::config::LimitsConfig;
+use crate::error::Code;
 
 /// Decodes a binary-mode event: attributes from `ce-*` headers, `data` is the body.
 pub fn decode_binary<'h>(
@@ -28,8 +29,7 @@ pub fn decode_binary<'h>(
             Some(v) => v,
             None => {
                 attr_errors.push(EventError::new(
-                    400,
-                    "invalid_attribute",
+                    Code::InvalidAttribute,
                     format!("/{name}"),
                     format!("header ce-{name} is not valid percent-encoded UTF-8"),
                 ));

@@ -6,6 +6,8 @@ use std::io::{self, Read};
 
 use bytes::Bytes;
 
+use crate::error::{ClientError, Code};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
     Identity,
@@ -24,6 +26,16 @@ pub enum BodyError {
         encoding: &'static str,
         reason: String,
     },
+}
+
+impl ClientError for BodyError {
+    fn code(&self) -> Code {
+        match self {
+            BodyError::UnsupportedEncoding(_) => Code::UnsupportedEncoding,
+            BodyError::TooLarge { .. } => Code::DecompressedTooLarge,
+            BodyError::Corrupt { .. } => Code::InvalidCompression,
+        }
+    }
 }
 
 impl Encoding {

@@ -11,6 +11,7 @@ use super::attributes::{
 };
 use super::{check_depth, BodyFormat, Decoded, Event, EventError, Rejected, RequestError};
 use crate::config::LimitsConfig;
+use crate::error::Code;
 
 /// Decodes a structured, batch or NDJSON body (already decompressed).
 pub fn decode_body(
@@ -102,8 +103,7 @@ fn decode_ndjson(body: &Bytes, text: &str, limits: &LimitsConfig) -> Result<Deco
             Err(e) => Err(Rejected {
                 id: None,
                 error: EventError::new(
-                    400,
-                    "malformed_json",
+                    Code::MalformedJson,
                     "",
                     format!("this line is not valid JSON: {e}"),
                 ),
@@ -119,8 +119,7 @@ fn decode_structured(body: &Bytes, raw: &str, limits: &LimitsConfig) -> Result<E
         return Err(reject(
             None,
             EventError::new(
-                413,
-                "event_too_large",
+                Code::EventTooLarge,
                 "",
                 format!(
                     "the event is {} bytes; at most {} are accepted",
@@ -139,7 +138,7 @@ fn decode_structured(body: &Bytes, raw: &str, limits: &LimitsConfig) -> Result<E
                 let error = if e.to_string().starts_with(TOO_MANY) {
                     too_many_extensions(limits.max_extensions)
                 } else {
-                    EventError::new(400, "invalid_event", "", "an event must be a JSON object")
+                    EventError::new(Code::InvalidEvent, "", "an event must be a JSON object")
                 };
                 reject(None, error)
             })?
@@ -156,8 +155,7 @@ fn decode_structured(body: &Bytes, raw: &str, limits: &LimitsConfig) -> Result<E
             "data" => ev.data = Some(body.slice_ref(value.get().as_bytes())),
             "data_base64" => {
                 return Err(fail(EventError::new(
-                    415,
-                    "unsupported_data",
+                    Code::UnsupportedData,
                     "/data_base64",
                     "binary data cannot be validated against a JSON Schema; send JSON in `data`",
                 )))

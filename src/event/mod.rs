@@ -22,6 +22,8 @@ pub use pattern::TypePattern;
 
 use bytes::Bytes;
 
+use crate::error::{ClientError, Code};
+
 /// Where `source` comes from when the client leaves it out and no principal names one.
 pub const DEFAULT_SOURCE: &str = "sluice://anonymous";
 
@@ -65,28 +67,25 @@ impl Event {
 /// Why one event was refused; the rest of its request may still be accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventError {
-    /// The HTTP status this event would get on its own (400, 403, 413, 415, 503).
-    pub status: u16,
-    /// Stable, documented, machine-readable.
-    pub code: &'static str,
+    /// Stable, documented, machine-readable; the event's status comes with it.
+    pub code: Code,
     /// JSON pointer into the event of the offending field ("" for the whole event).
     pub pointer: String,
     pub message: String,
 }
 
 impl EventError {
-    pub fn new(
-        status: u16,
-        code: &'static str,
-        pointer: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn new(code: Code, pointer: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
-            status,
             code,
             pointer: pointer.into(),
             message: message.into(),
         }
+    }
+
+    /// The HTTP status this event would get on its own (400, 403, 413, 415, 500, 503).
+    pub fn status(&self) -> u16 {
+        self.code.status()
     }
 }
 
@@ -118,23 +117,16 @@ pub enum RequestError {
     EventTooLarge { size: usize, limit: usize },
 }
 
-impl RequestError {
-    pub fn status(&self) -> u16 {
+impl ClientError for RequestError {
+    /// The stable code; its status comes with it (docs/api.md).
+    fn code(&self) -> Code {
         match self {
-            RequestError::UnsupportedMediaType(_) => 415,
-            RequestError::TooManyEvents { .. } | RequestError::EventTooLarge { .. } => 413,
-            RequestError::Malformed(_) | RequestError::TooDeep { .. } | RequestError::Empty => 400,
-        }
-    }
-
-    pub fn code(&self) -> &'static str {
-        match self {
-            RequestError::UnsupportedMediaType(_) => "unsupported_media_type",
-            RequestError::Malformed(_) => "malformed_json",
-            RequestError::TooDeep { .. } => "too_deep",
-            RequestError::TooManyEvents { .. } => "too_many_events",
-            RequestError::Empty => "empty_batch",
-            RequestError::EventTooLarge { .. } => "event_too_large",
+            RequestError::UnsupportedMediaType(_) => Code::UnsupportedMediaType,
+            RequestError::Malformed(_) => Code::MalformedJson,
+            RequestError::TooDeep { .. } => Code::TooDeep,
+            RequestError::TooManyEvents { .. } => Code::TooManyEvents,
+            RequestError::Empty => Code::EmptyBatch,
+            RequestError::EventTooLarge { .. } => Code::EventTooLarge,
         }
     }
 }

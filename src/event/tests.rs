@@ -37,7 +37,11 @@ fn batch_and_ndjson_keep_order_and_reject_per_event() {
     assert_eq!(out[1].as_ref().unwrap_err().error.code, "invalid_event");
     let r = out[2].as_ref().unwrap_err();
     assert_eq!(
-        (r.id.as_deref(), r.error.code, r.error.pointer.as_str()),
+        (
+            r.id.as_deref(),
+            r.error.code.as_str(),
+            r.error.pointer.as_str()
+        ),
         (Some("3"), "missing_type", "/type")
     );
 
@@ -169,7 +173,7 @@ fn binary_mode() {
     .unwrap();
     let r = rejected[0].as_ref().unwrap_err();
     assert_eq!(
-        (r.id.as_deref(), r.error.code),
+        (r.id.as_deref(), r.error.code.as_str()),
         (Some("mine"), "unsupported_specversion")
     );
     let spoofed = decode_binary(
@@ -181,7 +185,7 @@ fn binary_mode() {
     .unwrap();
     let r = spoofed[0].as_ref().unwrap_err();
     assert_eq!(
-        (r.error.code, r.error.pointer.as_str()),
+        (r.error.code.as_str(), r.error.pointer.as_str()),
         ("reserved_attribute", "/sluicetenant")
     );
     assert!(decode_binary(

@@ -14,9 +14,9 @@ use serde::Serialize;
 
 use super::App;
 use crate::auth::Principal;
-use crate::error::{retry_after_header, ApiError, ErrorBody};
+use crate::error::{retry_after_header, ApiError, Code, ErrorBody};
 use crate::event::body::{self, BodyError, Encoding};
-use crate::event::{self, BodyFormat, Decoded, RequestError};
+use crate::event::{self, BodyFormat, Decoded};
 use crate::pipeline::admission::ConnectionShare;
 use crate::pipeline::ratelimit::Budget;
 use crate::pipeline::Outcome;
@@ -47,7 +47,7 @@ struct EventResult<'a> {
 
 #[derive(Serialize)]
 struct ItemError<'a> {
-    code: &'a str,
+    code: Code,
     pointer: &'a str,
     message: &'a str,
 }
@@ -72,7 +72,7 @@ pub async fn ingest(
         }
         Err(e) => {
             // Nothing in the request was accepted; count it once, under the code sent.
-            metrics::counter!(telemetry::EVENTS_REJECTED, "reason" => e.code).increment(1);
+            metrics::counter!(telemetry::EVENTS_REJECTED, "reason" => e.code.as_str()).increment(1);
             e.into_response()
         }
     }
@@ -92,10 +92,7 @@ async fn accept(
     // `events.{tenant}.{type}`, tenant `a.b` and type `c` would write to tenant `a`'s `b.c`.
     if let Some(p) = principal {
         if app.pipeline.router.uses_tenant() && !crate::pipeline::routable_tenant(&p.tenant) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "tenant_not_routable",
-                format!(
+            return Err(ApiError::new(Code::TenantNotRoutable, format!(
                     "topics here are named after the tenant, and tenant names may only hold letters, digits, `_` and `-` (at most {} characters)",
                     crate::pipeline::MAX_TENANT_LEN
                 ),
@@ -104,30 +101,22 @@ async fn accept(
     }
 
     // Refuse what we cannot read before reading it.
-    let encoding = Encoding::parse(header_str(header::CONTENT_ENCODING)).map_err(|e| {
-        ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_encoding",
-            e.to_string(),
-        )
-    })?;
+    let encoding = Encoding::parse(header_str(header::CONTENT_ENCODING))?;
     let content_type = header_str(header::CONTENT_TYPE).map(str::to_owned);
     let binary = headers.contains_key("ce-specversion") || headers.contains_key("ce-type");
-    let format = BodyFormat::detect(content_type.as_deref(), binary).map_err(request_error)?;
+    let format = BodyFormat::detect(content_type.as_deref(), binary)?;
     let max_body = limits.max_body_bytes.as_usize();
     if let Some(len) = header_str(header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok()) {
         if len > max_body as u64 {
-            return Err(too_large(
-                "body_too_large",
+            return Err(ApiError::new(
+                Code::BodyTooLarge,
                 format!("the body is {len} bytes; at most {max_body} are accepted"),
             ));
         }
     }
 
     if !app.sink_ready() {
-        return Err(ApiError::unavailable(
-            "sink_unavailable",
-            "the event sink is unreachable (and the spool, if enabled, is full); nothing was accepted",
+        return Err(ApiError::unavailable(Code::SinkUnavailable, "the event sink is unreachable (and the spool, if enabled, is full); nothing was accepted",
             app.admission.retry_after(),
         ));
     }
@@ -162,7 +151,7 @@ async fn accept(
         Encoding::Identity => {
             let limit = limits.max_decompressed_bytes.as_usize();
             if raw.len() > limit {
-                return Err(body_error(BodyError::TooLarge { limit }));
+                return Err(BodyError::TooLarge { limit }.into());
             }
             raw
         }
@@ -177,7 +166,7 @@ async fn accept(
         } else {
             event::decode_body(format, &inflated, &limits2)
         }
-        .map_err(request_error)
+        .map_err(ApiError::from)
     };
     let decoded = if big {
         tokio::task::spawn_blocking(decode)
@@ -225,7 +214,7 @@ async fn inflate<'a>(
         .max_inflight_bytes
         .0
         .min(app.config.limits.max_inflight_bytes_per_connection.0);
-    let mut inflater = body::Inflater::new(encoding, raw, limit).map_err(body_error)?;
+    let mut inflater = body::Inflater::new(encoding, raw, limit)?;
     loop {
         let inline = inflater.len() < INLINE_DECODE_MAX;
         let max = if inline {
@@ -259,8 +248,7 @@ async fn inflate<'a>(
             .map_err(ApiError::internal)?;
             inflater = back;
             done
-        }
-        .map_err(body_error)?;
+        }?;
         if done {
             return Ok(inflater.into_bytes());
         }
@@ -274,8 +262,7 @@ async fn read_body(
 ) -> Result<Bytes, ApiError> {
     match tokio::time::timeout(timeout, axum::body::to_bytes(body, max)).await {
         Err(_) => Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "body_timeout",
+            Code::BodyTimeout,
             format!("the body was not received within {}s", timeout.as_secs()),
         )),
         Ok(Ok(bytes)) => Ok(bytes),
@@ -285,14 +272,13 @@ async fn read_body(
                 .downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
-                Err(too_large(
-                    "body_too_large",
+                Err(ApiError::new(
+                    Code::BodyTooLarge,
                     format!("the body exceeds {max} bytes"),
                 ))
             } else {
                 Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "body_read_failed",
+                    Code::BodyReadFailed,
                     format!("the body could not be read: {inner}"),
                 ))
             }
@@ -302,8 +288,7 @@ async fn read_body(
 
 fn rate_limited(b: Budget) -> ApiError {
     let mut e = ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limited",
+        Code::RateLimited,
         format!(
             "the tenant's rate limit ({} per second) is used up; retry after {} s",
             b.limit, b.retry_after
@@ -316,35 +301,10 @@ fn rate_limited(b: Budget) -> ApiError {
 
 fn overloaded(o: crate::pipeline::admission::Overloaded) -> ApiError {
     ApiError::unavailable(
-        "overloaded",
+        Code::Overloaded,
         "Sluice is at its in-flight limit; retry after Retry-After seconds",
         o.retry_after,
     )
-}
-
-fn too_large(code: &'static str, message: String) -> ApiError {
-    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, code, message)
-}
-
-fn body_error(e: BodyError) -> ApiError {
-    match &e {
-        BodyError::UnsupportedEncoding(_) => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_encoding",
-            e.to_string(),
-        ),
-        BodyError::TooLarge { .. } => too_large("decompressed_too_large", e.to_string()),
-        BodyError::Corrupt { .. } => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_compression",
-            e.to_string(),
-        ),
-    }
-}
-
-fn request_error(e: RequestError) -> ApiError {
-    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
-    ApiError::new(status, e.code(), e.to_string())
 }
 
 /// 200 all durable; 207 some; otherwise one status for the whole request: 503 when any
@@ -378,15 +338,15 @@ fn respond(outcomes: &[Outcome], retry_after: u64) -> Response {
         let spool_full = outcomes
             .iter()
             .filter(|o| o.retriable)
-            .all(|o| o.error.as_ref().is_some_and(|e| e.code == "spool_full"));
+            .all(|o| o.error.as_ref().is_some_and(|e| e.code == Code::SpoolFull));
         let e = if spool_full {
             ErrorBody {
-                code: "spool_full",
+                code: Code::SpoolFull,
                 message: "the sink is unavailable and the spool is full; retry later",
             }
         } else {
             ErrorBody {
-                code: "sink_unavailable",
+                code: Code::SinkUnavailable,
                 message: "no event could be made durable; retry later",
             }
         };
@@ -405,7 +365,7 @@ fn respond(outcomes: &[Outcome], retry_after: u64) -> Response {
                 message: &err.message,
             },
             _ => ErrorBody {
-                code: "events_rejected",
+                code: Code::EventsRejected,
                 message: "every event in the request was rejected; see results",
             },
         };

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -25,7 +24,7 @@ use tower_http::trace::TraceLayer;
 use crate::auth::cors::{self, Cors};
 use crate::auth::{self, Authenticator};
 use crate::config::Config;
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::pipeline::Pipeline;
 use crate::telemetry;
 
@@ -39,7 +38,7 @@ pub struct App {
     /// Where schema compilation and compatibility checks run (off the async workers).
     pub schema_work: Arc<crate::registry::SchemaWork>,
     pub auth: Arc<Authenticator>,
-    pub cors: Cors,
+    pub cors: Arc<Cors>,
     pub metrics: PrometheusHandle,
     /// The listeners' TLS (rustls, reloaded from its files), when `tls.cert_file` is set.
     pub tls: Option<Arc<crate::tls::Tls>>,
@@ -68,13 +67,19 @@ pub fn router(app: Arc<App>, with_admin: bool) -> axum::Router {
     let events = post(ingest::ingest)
         // Credentials are checked before the body is read: refusing costs no upload.
         .layer(middleware::from_fn_with_state(
-            app.clone(),
+            app.auth.clone(),
             auth::authenticate,
         ))
         .options(cors::options)
         // Outside auth, so that browsers can read our 401s and 403s, and preflights (which
         // carry no credentials) are answered here.
-        .layer(middleware::from_fn_with_state(app.clone(), cors::cors));
+        .layer(middleware::from_fn_with_state(
+            cors::CorsState {
+                cors: app.cors.clone(),
+                auth: app.auth.clone(),
+            },
+            cors::cors,
+        ));
     let mut r = axum::Router::new()
         .route("/v1/events", events)
         .route("/openapi.yaml", get(openapi));
@@ -106,9 +111,9 @@ fn admin_routes() -> axum::Router<Arc<App>> {
 
 fn layered(routes: axum::Router<Arc<App>>, app: Arc<App>) -> axum::Router {
     routes
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .fallback(|| async { ApiError::new(Code::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+            ApiError::new(Code::MethodNotAllowed, "method not allowed on this route")
         })
         // Oversized headers are refused before auth reads a credential out of them.
         .route_layer(middleware::from_fn_with_state(app.clone(), header_limit))
@@ -173,8 +178,7 @@ async fn header_limit(State(app): State<Arc<App>>, req: Request, next: Next) -> 
     if size > limit {
         metrics::counter!(telemetry::EVENTS_REJECTED, "reason" => "headers_too_large").increment(1);
         return ApiError::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "headers_too_large",
+            Code::HeadersTooLarge,
             format!("the request headers are {size} bytes; at most {limit} are accepted"),
         )
         .into_response();

@@ -309,14 +309,15 @@ mod tests {
         assert!(r2 < r1, "nothing drained: the rate decays ({r2})");
     }
 
-    #[tokio::test]
+    // On tokio's paused clock: the wait is exactly `limits.admission_wait`, with no real sleep.
+    #[tokio::test(start_paused = true)]
     async fn over_the_bound_waits_then_is_refused() {
         use std::future::Future;
         let a = AdmissionControl::new(10, 1024 * 1024, Duration::from_millis(50));
         let held = a.admit_events(8).await.unwrap();
-        let started = Instant::now();
+        let started = tokio::time::Instant::now();
         let refused = a.admit_events(3).await.err().expect("only 2 left");
-        assert!(started.elapsed() >= Duration::from_millis(50));
+        assert_eq!(started.elapsed(), Duration::from_millis(50));
         assert_eq!(refused.retry_after, 30, "nothing has drained yet");
         drop(held);
         let held = a.admit_events(10).await.unwrap();

@@ -17,6 +17,7 @@ pub use route::{routable_tenant, TopicRouter, MAX_TENANT_LEN};
 
 use crate::auth::Principal;
 use crate::config::Ack;
+use crate::error::{ClientError, Code};
 use crate::event::{Decoded, Event, EventError};
 use crate::registry::{Catalog, CompiledSchema, ValidatorCache};
 use crate::sink::{DeliveryError, Record, Sink};
@@ -48,7 +49,7 @@ impl Outcome {
     fn rejected(id: Option<String>, error: EventError) -> Self {
         Outcome {
             id,
-            status: error.status,
+            status: error.status(),
             error: Some(error),
             retriable: false,
         }
@@ -101,8 +102,7 @@ impl Pipeline {
             if let Some(p) = principal {
                 if !p.scopes.may_write(&event.ty) {
                     let e = EventError::new(
-                        403,
-                        "type_not_allowed",
+                        Code::TypeNotAllowed,
                         "/type",
                         "the credentials do not allow writing this event type",
                     );
@@ -118,7 +118,7 @@ impl Pipeline {
                 Ok(schema) => {
                     let (record, ack) = self.record(&event, schema, &received, principal);
                     if let Some(why) = self.sink.refuses(&record) {
-                        let e = EventError::new(413, "record_too_large", "", why);
+                        let e = EventError::new(Code::RecordTooLarge, "", why);
                         outcomes.push(Outcome::rejected(Some(event.id), e));
                         continue;
                     }
@@ -135,7 +135,8 @@ impl Pipeline {
         }
         for o in &outcomes {
             if let Some(e) = &o.error {
-                metrics::counter!(telemetry::EVENTS_REJECTED, "reason" => e.code).increment(1);
+                metrics::counter!(telemetry::EVENTS_REJECTED, "reason" => e.code.as_str())
+                    .increment(1);
             }
         }
         if records.is_empty() && dead.is_empty() {
@@ -160,17 +161,19 @@ impl Pipeline {
                 Ok(Durable::Sink) => published += 1,
                 Ok(Durable::Spool) => {}
                 Err(e) => {
-                    metrics::counter!(telemetry::PUBLISH_FAILURES, "sink" => sink, "reason" => e.code()).increment(1);
+                    metrics::counter!(telemetry::PUBLISH_FAILURES, "sink" => sink, "reason" => e.code().as_str()).increment(1);
                     // Retriable failures are the sink being unavailable (503 + Retry-After);
-                    // a sink refusing a record for good is a server-side problem (500).
-                    let status = e.status();
-                    let o = &mut outcomes[i];
-                    o.status = status;
-                    o.retriable = e.retriable();
-                    o.error = Some(EventError::new(status, e.code(), "", e.to_string()));
-                    if status == 500 {
+                    // a sink refusing a record for good is a server-side problem (500). The
+                    // client gets the code; the cause is logged, inside the request's span.
+                    if e.retriable() {
+                        tracing::debug!(sink, error = %e, "record not delivered");
+                    } else {
                         tracing::error!(sink, error = %e, "sink refused a record");
                     }
+                    let o = &mut outcomes[i];
+                    o.status = e.status();
+                    o.retriable = e.retriable();
+                    o.error = Some(EventError::new(e.code(), "", e.client_message()));
                 }
             }
         }
@@ -320,7 +323,7 @@ impl Pipeline {
         let mut headers = attribute_headers(ev, received, tenant);
         headers.push((
             "sluice_error_code",
-            Bytes::from_static(error.code.as_bytes()),
+            Bytes::from_static(error.code.as_str().as_bytes()),
         ));
         headers.push((
             "sluice_error_pointer",

@@ -30,6 +30,7 @@ use serde_json::Value;
 
 pub use dir::DirStore;
 
+use crate::error::Code;
 use crate::event::{Event, EventError};
 
 #[derive(Debug, thiserror::Error)]
@@ -108,7 +109,7 @@ impl CompiledSchema {
             let pointer = format!("/data{}", e.instance_path().as_str());
             // `masked` leaves the offending value out: the message may be logged.
             let message: String = e.masked().to_string().chars().take(300).collect();
-            EventError::new(400, "schema_violation", pointer, message)
+            EventError::new(Code::SchemaViolation, pointer, message)
         })
     }
 }
@@ -214,8 +215,7 @@ impl Catalog {
     ) -> Result<&Arc<CompiledSchema>, EventError> {
         let versions = self.subjects.get(ty).ok_or_else(|| {
             EventError::new(
-                400,
-                "unknown_type",
+                Code::UnknownType,
                 "/type",
                 format!(
                     "no schema is registered for type `{}`",
@@ -230,8 +230,7 @@ impl Catalog {
                 .expect("a subject has at least one version")),
             Some(v) => versions.get(&v).ok_or_else(|| {
                 EventError::new(
-                    400,
-                    "unknown_schema_version",
+                    Code::UnknownSchemaVersion,
                     "/schemaversion",
                     format!("type `{ty}` has no schema version {v}"),
                 )
@@ -291,8 +290,7 @@ impl ValidatorCache {
             None => Value::Null,
             Some(bytes) => serde_json::from_slice(bytes).map_err(|e| {
                 EventError::new(
-                    400,
-                    "malformed_json",
+                    Code::MalformedJson,
                     "/data",
                     format!("`data` is not valid JSON: {e}"),
                 )
@@ -338,7 +336,7 @@ mod tests {
             .validate(&json!({"n": "x"}))
             .unwrap_err();
         assert_eq!(
-            (err.code, err.pointer.as_str()),
+            (err.code.as_str(), err.pointer.as_str()),
             ("schema_violation", "/data/n")
         );
         assert!(

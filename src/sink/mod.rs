@@ -19,6 +19,7 @@ pub use kafka::KafkaSink;
 pub use kinesis::KinesisSink;
 
 use crate::config::{Config, KafkaSecurity, SinkKind};
+use crate::error::{ClientError, Code};
 
 /// One record ready to publish.
 #[derive(Debug, Clone)]
@@ -78,36 +79,58 @@ pub enum DeliveryError {
     SpoolFailed(String),
 }
 
-impl DeliveryError {
-    /// Stable code reported to the client for this event.
-    pub fn code(&self) -> &'static str {
+impl ClientError for DeliveryError {
+    /// Stable code reported to the client for this event; its status comes with it: 503 for
+    /// what could succeed later, 413 and 500 for what never will.
+    fn code(&self) -> Code {
         match self {
-            DeliveryError::QueueFull => "sink_queue_full",
-            DeliveryError::TimedOut(_) => "delivery_timeout",
-            DeliveryError::Rejected(_) => "delivery_rejected",
-            DeliveryError::TooLarge(_) => "record_too_large",
-            DeliveryError::Failed(_) => "delivery_failed",
-            DeliveryError::Unauthorized(_) => "sink_unauthorized",
-            DeliveryError::SpoolFull => "spool_full",
-            DeliveryError::SpoolFailed(_) => "spool_failed",
+            DeliveryError::QueueFull => Code::SinkQueueFull,
+            DeliveryError::TimedOut(_) => Code::DeliveryTimeout,
+            DeliveryError::Rejected(_) => Code::DeliveryRejected,
+            DeliveryError::TooLarge(_) => Code::RecordTooLarge,
+            DeliveryError::Failed(_) => Code::DeliveryFailed,
+            DeliveryError::Unauthorized(_) => Code::SinkUnauthorized,
+            DeliveryError::SpoolFull => Code::SpoolFull,
+            DeliveryError::SpoolFailed(_) => Code::SpoolFailed,
         }
     }
 
+    /// What the client is told. The cause (a broker's or an AWS error's own words, topic
+    /// names) stays in the server log: clients get the code and what to do about it.
+    fn client_message(&self) -> String {
+        match self {
+            DeliveryError::QueueFull => "the sink's queue is full; retry shortly".into(),
+            DeliveryError::TimedOut(_) => {
+                "the sink did not acknowledge the event within the delivery timeout; retry".into()
+            }
+            DeliveryError::Rejected(_) => {
+                "the sink refused the event for good; the cause is in the server log under this request's x-request-id".into()
+            }
+            // Sluice's own words (the size and the limit), which the client needs.
+            DeliveryError::TooLarge(why) => why.clone(),
+            DeliveryError::Failed(_) => {
+                "the event could not be delivered; retry (the cause is in the server log)".into()
+            }
+            DeliveryError::Unauthorized(_) => {
+                "the sink does not allow this gateway to write there yet; retry later (an operator must grant it)".into()
+            }
+            DeliveryError::SpoolFull => self.to_string(),
+            DeliveryError::SpoolFailed(_) => {
+                "the sink is unavailable and the event could not be spooled; retry".into()
+            }
+        }
+    }
+}
+
+impl DeliveryError {
     /// Whether the same record could succeed later (answered 503 + Retry-After).
     pub fn retriable(&self) -> bool {
-        !matches!(
-            self,
-            DeliveryError::Rejected(_) | DeliveryError::TooLarge(_)
-        )
+        self.status() == 503
     }
 
     /// The HTTP status an event that failed this way gets.
     pub fn status(&self) -> u16 {
-        match self {
-            DeliveryError::TooLarge(_) => 413,
-            e if e.retriable() => 503,
-            _ => 500,
-        }
+        self.code().status()
     }
 }
 

@@ -21,6 +21,7 @@ use axum::routing::{delete, get, post, put};
 
 use super::App;
 use crate::auth::Authenticator;
+use crate::error::ClientError;
 use error::SrError;
 
 mod compatibility;
