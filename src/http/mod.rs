@@ -19,7 +19,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::auth::cors::{self, Cors};
 use crate::auth::{self, Authenticator};
@@ -139,7 +139,12 @@ fn layered(routes: axum::Router<Arc<App>>, app: Arc<App>) -> axum::Router {
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("");
                     tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = id)
-                }))
+                })
+                // A 503 is backpressure doing its job, not a fault: at the default level
+                // every refused request under overload would be an ERROR line. Causes worth
+                // an operator's eye are logged where they are known (`ApiError::internal`,
+                // the sink), inside this span.
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)))
                 // Clients get the id back to quote in bug reports.
                 .layer(PropagateRequestIdLayer::x_request_id())
                 // A bug in a handler becomes our JSON 500, not a dropped connection.

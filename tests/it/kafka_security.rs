@@ -256,6 +256,12 @@ async fn kafka_acl_denial_fails_that_topic_with_an_authorization_reason_while_ot
         denied.body
     );
     assert!(denied.retry_after.is_some());
+    // The broker's words and the topic stay in the server log and /readyz (for operators).
+    let message = denied.result(0)["error"]["message"].as_str().unwrap();
+    assert!(
+        !message.contains(&closed_topic) && !message.contains("Broker"),
+        "{message}"
+    );
     assert_round_trip(&s, b, &open_ty, &open_topic, 10).await;
 
     let a = s.get("/readyz").await;

@@ -284,6 +284,13 @@ async fn kinesis_a_missing_stream_fails_its_events_and_readiness_follows_listed_
     assert_eq!(a.result(0)["status"], 200);
     assert_eq!(a.result(1)["status"], 500);
     assert_eq!(a.result(1)["error"]["code"], "delivery_rejected");
+    // The client gets the code and where to look, not AWS's words or the stream's name.
+    let message = a.result(1)["error"]["message"].as_str().unwrap();
+    assert!(
+        !message.contains("ResourceNotFound") && !message.contains(&ghost),
+        "{message}"
+    );
+    assert!(message.contains("x-request-id"), "{message}");
     // Over two probe intervals (300 ms each).
     holds(
         "one bad route does not unready the replica: readiness",
