@@ -159,14 +159,14 @@ pub trait Sink: Send + Sync + 'static {
     /// Cheap, non-blocking: can the sink take records now? Background probes keep it current.
     fn is_ready(&self) -> bool;
 
-    /// Why the sink could never take `record` (over its size limit), if it could not: such
-    /// an event is refused at ingest, never acknowledged, spooled or retried.
     /// Why the sink is not ready, or what it cannot do while ready (a topic it may not write),
     /// for `/readyz`.
     fn problem(&self) -> Option<String> {
         None
     }
 
+    /// Why the sink could never take `record` (over its size limit), if it could not: such
+    /// an event is refused at ingest, never acknowledged, spooled or retried.
     fn refuses(&self, _record: &Record) -> Option<String> {
         None
     }

@@ -20,7 +20,7 @@ use rdkafka::client::{ClientContext, OAuthToken};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use super::{DeliveryError, Receipts, Record, Sink};
 use crate::config::{KafkaConfig, KafkaSecurity, TokenSource};
@@ -142,6 +142,32 @@ impl KafkaSink {
         tokio::spawn(probe(Arc::downgrade(&inner), config.probe_interval.0));
         Ok(KafkaSink { inner })
     }
+}
+
+/// Hands one record to librdkafka's queue (a copy into its buffers, no I/O): the per-record
+/// cost of the hand-off, which `benches/instructions.rs` counts.
+pub fn enqueue<C: ClientContext + 'static>(
+    producer: &FutureProducer<C>,
+    r: &Record,
+) -> Result<DeliveryFuture, KafkaError> {
+    let mut headers = OwnedHeaders::new_with_capacity(r.headers.len() + r.extension_headers.len());
+    for (k, v) in &r.headers {
+        headers = headers.insert(Header {
+            key: k,
+            value: Some(&v[..]),
+        });
+    }
+    for (k, v) in &r.extension_headers {
+        headers = headers.insert(Header {
+            key: k,
+            value: Some(&v[..]),
+        });
+    }
+    let fr = FutureRecord::to(&r.topic)
+        .key(&r.key[..])
+        .payload(&r.value[..])
+        .headers(headers);
+    producer.send_result(fr).map_err(|(e, _)| e)
 }
 
 /// librdkafka's settings: ours, the security ones, then `kafka.properties` over them.
@@ -357,25 +383,7 @@ impl Sink for KafkaSink {
         // Enqueue everything first (non-blocking), then wait: the batch shares linger time.
         let mut pending = Vec::with_capacity(records.len());
         for r in &records {
-            let mut headers =
-                OwnedHeaders::new_with_capacity(r.headers.len() + r.extension_headers.len());
-            for (k, v) in &r.headers {
-                headers = headers.insert(Header {
-                    key: k,
-                    value: Some(&v[..]),
-                });
-            }
-            for (k, v) in &r.extension_headers {
-                headers = headers.insert(Header {
-                    key: k,
-                    value: Some(&v[..]),
-                });
-            }
-            let fr = FutureRecord::to(&r.topic)
-                .key(&r.key[..])
-                .payload(&r.value[..])
-                .headers(headers);
-            pending.push(producer.send_result(fr).map_err(|(e, _)| e));
+            pending.push(enqueue(&producer, r));
         }
         let mut out = Vec::with_capacity(pending.len());
         let mut state_error = None;
