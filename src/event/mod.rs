@@ -188,24 +188,31 @@ pub fn escape_pointer(s: &str) -> String {
 }
 
 /// Refuses JSON nested deeper than `limit` before any parser recurses into it. Counts
-/// brackets outside strings; malformed input is left for the parser to report.
+/// brackets outside strings; malformed input is left for the parser to report. Strings, most
+/// of an event's bytes, are skipped with `memchr` (SIMD) rather than byte by byte.
 pub fn check_depth(json: &[u8], limit: usize) -> Result<(), RequestError> {
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in json {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
+    let mut i = 0;
+    while i < json.len() {
+        match json[i] {
+            b'"' => {
+                // To the closing quote: the next `"` not escaped by a `\`.
+                i += 1;
+                loop {
+                    let Some(at) = memchr::memchr2(b'"', b'\\', &json[i..]) else {
+                        return Ok(());
+                    };
+                    i += at;
+                    if json[i] == b'"' {
+                        break;
+                    }
+                    // A backslash escapes the byte after it, whatever it is.
+                    i += 2;
+                    if i >= json.len() {
+                        return Ok(());
+                    }
+                }
             }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
             b'{' | b'[' => {
                 depth += 1;
                 if depth > limit {
@@ -215,6 +222,7 @@ pub fn check_depth(json: &[u8], limit: usize) -> Result<(), RequestError> {
             b'}' | b']' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        i += 1;
     }
     Ok(())
 }

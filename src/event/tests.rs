@@ -93,6 +93,61 @@ fn depth_counts_only_outside_strings() {
     assert!(check_depth(br#"{"a":[1]}"#, 2).is_ok());
 }
 
+/// The byte-at-a-time state machine `check_depth` replaced: the reference it must agree with.
+fn depth_reference(json: &[u8], limit: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in json {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > limit {
+                    return false;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
+}
+
+#[test]
+fn depth_check_agrees_with_the_byte_by_byte_reference() {
+    // Random strings over the bytes that matter (and one that does not), lengths 0-40,
+    // including escapes at the very end and unterminated strings.
+    let alphabet = br#"{}[]"\a"#;
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..200_000 {
+        let len = (next() % 41) as usize;
+        let json: Vec<u8> = (0..len)
+            .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+            .collect();
+        let limit = (next() % 5) as usize;
+        assert_eq!(
+            check_depth(&json, limit).is_ok(),
+            depth_reference(&json, limit),
+            "{:?} at limit {limit}",
+            String::from_utf8_lossy(&json)
+        );
+    }
+}
+
 #[test]
 fn attribute_rules() {
     let code = |s: &str| {
