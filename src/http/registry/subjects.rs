@@ -11,8 +11,9 @@ use super::error::{ok, raw, SrError};
 use super::extract::{schema_body, subject_ok, version_ref, Body, Flags, SrPath};
 use super::reload;
 use crate::http::App;
+use crate::registry::store::SubjectVersion;
 
-pub(super) fn version_json(v: &crate::registry::store::SubjectVersion) -> Value {
+pub(super) fn version_json(v: &SubjectVersion) -> Value {
     json!({"subject": v.subject, "version": v.version, "id": v.id, "schemaType": v.schema_type, "schema": v.schema})
 }
 
@@ -67,11 +68,9 @@ pub(super) async fn version(
     SrPath((subject, v)): SrPath<(String, String)>,
     f: Flags,
 ) -> Result<Response, SrError> {
-    let v = app
-        .registry
-        .version(subject_ok(&subject)?, version_ref(&v)?, f.deleted)
-        .await?;
-    Ok(ok(version_json(&v)))
+    Ok(ok(version_json(
+        &find(&app, &subject, &v, f.deleted).await?,
+    )))
 }
 
 pub(super) async fn version_schema(
@@ -79,11 +78,15 @@ pub(super) async fn version_schema(
     SrPath((subject, v)): SrPath<(String, String)>,
     f: Flags,
 ) -> Result<Response, SrError> {
-    let v = app
+    Ok(raw(find(&app, &subject, &v, f.deleted).await?.schema))
+}
+
+/// One version of a subject, by number or `latest`, as the path names them.
+async fn find(app: &App, subject: &str, v: &str, deleted: bool) -> Result<SubjectVersion, SrError> {
+    Ok(app
         .registry
-        .version(subject_ok(&subject)?, version_ref(&v)?, f.deleted)
-        .await?;
-    Ok(raw(v.schema))
+        .version(subject_ok(subject)?, version_ref(v)?, deleted)
+        .await?)
 }
 
 pub(super) async fn lookup(
