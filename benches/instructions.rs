@@ -31,10 +31,6 @@ use sluice::registry::{DirStore, ValidatorCache};
 use sluice::sink::{BlackholeSink, DeliveryError, Receipts, Record, Sink};
 use sluice_loadtest::gen::Generator;
 
-// The shipped binary's allocator (src/main.rs), so that the counts are the binary's.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const SECRET: &str = "bench-secret-bench-secret-bench-32";
 const EVENTS: usize = 100;
 

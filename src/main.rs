@@ -6,12 +6,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sluice::config::{ApiKeyConfig, Config, KeyClass};
 
-// mimalloc over the system allocator: a request allocates per event (attributes, headers,
-// the parsed data for validation) and frees it all at the answer; measured in
-// docs/benchmarks.md ("Instructions per event"), and benches/instructions.rs uses it too.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Sluice: an HTTP ingestion gateway for CloudEvents. Every event is validated against its
 /// JSON Schema and acknowledged only once durable in Kafka (or the local file sink).
 ///
