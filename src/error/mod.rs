@@ -73,7 +73,8 @@ pub trait ClientError: std::error::Error {
     fn code(&self) -> Code;
 
     /// The text sent. By default the error's own words; an error whose words carry causes a
-    /// client must not see (a broker's text) says something else and logs the rest.
+    /// client must not see (a broker's text) says something else, and whoever handles it logs
+    /// the cause.
     fn client_message(&self) -> String {
         self.to_string()
     }
