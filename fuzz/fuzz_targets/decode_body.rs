@@ -1,12 +1,13 @@
 //! Structured, batch and NDJSON bodies under tight limits: any bytes give events or a 4xx
-//! reason, never a panic, and nothing is held past the limits.
+//! reason, never a panic, and nothing is held past the limits; and they are JSON to Sluice
+//! exactly when they are to serde_json.
 #![no_main]
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use sluice::config::{ByteSize, LimitsConfig};
 use sluice::error::ClientError;
-use sluice::event::{decode_body, BodyFormat};
+use sluice::event::{decode_body, BodyFormat, RequestError};
 
 fuzz_target!(|data: &[u8]| {
     let limits = LimitsConfig {
@@ -22,7 +23,18 @@ fuzz_target!(|data: &[u8]| {
         BodyFormat::Batch,
         BodyFormat::Ndjson,
     ] {
-        match decode_body(format, &body, &limits) {
+        let result = decode_body(format, &body, &limits);
+        // The envelope is walked by Sluice, values by serde_json: the body is JSON to one
+        // exactly when it is to the other.
+        if format != BodyFormat::Ndjson {
+            let json = serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok();
+            match &result {
+                Ok(_) => assert!(json, "accepted what serde_json refuses"),
+                Err(RequestError::Malformed(m)) => assert!(!json, "refused JSON: {m}"),
+                Err(_) => {}
+            }
+        }
+        match result {
             Ok(events) => {
                 assert!(!events.is_empty() && events.len() <= limits.max_events);
                 for ev in events.iter().flatten() {

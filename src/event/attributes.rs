@@ -1,6 +1,8 @@
 //! The CloudEvents attributes every format shares: which names are context attributes,
 //! what an extension may be called, and the checks an event passes before it is built.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
@@ -179,8 +181,21 @@ fn valid_extension_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
+/// A JSON string's text, or `None` for any other value. `raw` was checked by serde_json, so a
+/// string without escapes is its text between the quotes, borrowed.
+fn json_string(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let text = raw.get();
+    if !text.starts_with('"') {
+        return None;
+    }
+    if !text.contains('\\') {
+        return Some(Cow::Borrowed(&text[1..text.len() - 1]));
+    }
+    serde_json::from_str::<String>(text).ok().map(Cow::Owned)
+}
+
 pub(super) fn string_attr(name: &str, raw: &RawValue) -> Result<String, EventError> {
-    serde_json::from_str::<String>(raw.get()).map_err(|_| {
+    json_string(raw).map(Cow::into_owned).ok_or_else(|| {
         EventError::new(
             Code::InvalidAttribute,
             format!("/{name}"),
@@ -191,7 +206,10 @@ pub(super) fn string_attr(name: &str, raw: &RawValue) -> Result<String, EventErr
 
 /// Context attributes are strings; extensions may also be integers or booleans (CloudEvents
 /// JSON format), which are carried as their JSON text.
-pub(super) fn scalar_attr(name: &str, raw: &RawValue) -> Result<String, EventError> {
+pub(super) fn scalar_attr<'a>(name: &str, raw: &'a RawValue) -> Result<Cow<'a, str>, EventError> {
+    if let Some(s) = json_string(raw) {
+        return Ok(s);
+    }
     let v: serde_json::Value = serde_json::from_str(raw.get()).map_err(|_| {
         EventError::new(
             Code::InvalidAttribute,
@@ -200,9 +218,8 @@ pub(super) fn scalar_attr(name: &str, raw: &RawValue) -> Result<String, EventErr
         )
     })?;
     match v {
-        serde_json::Value::String(s) => Ok(s),
-        serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
-        serde_json::Value::Bool(b) => Ok(b.to_string()),
+        serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string().into()),
+        serde_json::Value::Bool(b) => Ok(b.to_string().into()),
         _ => Err(EventError::new(
             Code::InvalidAttribute,
             format!("/{}", escape_pointer(name)),

@@ -1,7 +1,11 @@
-//! The JSON formats: one structured-mode event, a batch (a JSON array) and NDJSON. Counts
-//! are enforced while scanning, before anything is collected.
+//! The JSON formats: one structured-mode event, a batch (a JSON array) and NDJSON.
+//!
+//! The envelope (the array, each event's braces, member names) is read here, by a cursor that
+//! walks the body once; each member's value is handed to serde_json, which checks it and says
+//! where it ends. So every byte of a body is read once, `data` included, and counts are
+//! enforced while walking, before anything past them is collected.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
@@ -24,55 +28,71 @@ pub fn decode_body(
     match format {
         BodyFormat::Ndjson => decode_ndjson(body, text, limits),
         BodyFormat::Batch | BodyFormat::Structured => {
-            let first = text.trim_start().as_bytes().first().copied();
-            if first.is_none() {
+            let mut cursor = Cursor::new(text);
+            cursor.skip_whitespace();
+            let decoded = match cursor.peek() {
+                None => return Err(RequestError::Empty),
+                Some(b'[') => {
+                    // The array itself is one level above each event.
+                    check_depth(text.as_bytes(), limits.max_depth + 1)?;
+                    decode_array(&mut cursor, body, limits)?
+                }
+                Some(_) if format == BodyFormat::Batch => {
+                    return Err(cursor.malformed("expected a JSON array of events"))
+                }
+                Some(_) => {
+                    check_depth(text.as_bytes(), limits.max_depth)?;
+                    if text.len() > limits.max_event_bytes.as_usize() {
+                        return Err(RequestError::EventTooLarge {
+                            size: text.len(),
+                            limit: limits.max_event_bytes.as_usize(),
+                        });
+                    }
+                    let event = decode_event(&mut cursor, body, limits)
+                        .map_err(|e| RequestError::Malformed(e.0))?;
+                    vec![event]
+                }
+            };
+            cursor.skip_whitespace();
+            if cursor.peek().is_some() {
+                return Err(cursor.malformed("trailing characters"));
+            }
+            if decoded.is_empty() {
                 return Err(RequestError::Empty);
             }
-            if format == BodyFormat::Batch || first == Some(b'[') {
-                // The array itself is one level above each event.
-                check_depth(text.as_bytes(), limits.max_depth + 1)?;
-                decode_array(body, text, limits)
-            } else {
-                check_depth(text.as_bytes(), limits.max_depth)?;
-                if text.len() > limits.max_event_bytes.as_usize() {
-                    return Err(RequestError::EventTooLarge {
-                        size: text.len(),
-                        limit: limits.max_event_bytes.as_usize(),
-                    });
-                }
-                let raw: &RawValue = serde_json::from_str(text)
-                    .map_err(|e| RequestError::Malformed(e.to_string()))?;
-                Ok(vec![decode_structured(body, raw.get(), limits)])
-            }
+            Ok(decoded)
         }
         BodyFormat::Binary => unreachable!("binary mode is decoded by decode_binary"),
     }
 }
 
-fn decode_array(body: &Bytes, text: &str, limits: &LimitsConfig) -> Result<Decoded, RequestError> {
-    use serde::de::DeserializeSeed;
-    // Counted while scanning: `[0,0,0,...]` of ten million items stops at the limit, not
-    // after ten million references were collected.
-    let mut de = serde_json::Deserializer::from_str(text);
-    let items = AtMost(limits.max_events)
-        .deserialize(&mut de)
-        .and_then(|items| de.end().map(|()| items))
-        .map_err(|e| {
-            if e.to_string().starts_with(TOO_MANY) {
-                RequestError::TooManyEvents {
-                    limit: limits.max_events,
-                }
-            } else {
-                RequestError::Malformed(e.to_string())
-            }
-        })?;
-    if items.is_empty() {
-        return Err(RequestError::Empty);
+fn decode_array(
+    cursor: &mut Cursor,
+    body: &Bytes,
+    limits: &LimitsConfig,
+) -> Result<Decoded, RequestError> {
+    cursor.expect(b'[', "expected `[`")?;
+    cursor.skip_whitespace();
+    if cursor.eat(b']') {
+        return Ok(Vec::new());
     }
-    Ok(items
-        .iter()
-        .map(|raw| decode_structured(body, raw.get(), limits))
-        .collect())
+    let mut events = Vec::with_capacity(limits.max_events.min(128));
+    loop {
+        // Counted while walking: `[0,0,0,...]` of ten million items stops at the limit.
+        if events.len() == limits.max_events {
+            return Err(RequestError::TooManyEvents {
+                limit: limits.max_events,
+            });
+        }
+        let event = decode_event(cursor, body, limits).map_err(|e| RequestError::Malformed(e.0))?;
+        events.push(event);
+        cursor.skip_whitespace();
+        if cursor.eat(b']') {
+            return Ok(events);
+        }
+        cursor.expect(b',', "expected `,` or `]`")?;
+        cursor.skip_whitespace();
+    }
 }
 
 fn decode_ndjson(body: &Bytes, text: &str, limits: &LimitsConfig) -> Result<Decoded, RequestError> {
@@ -98,138 +118,255 @@ fn decode_ndjson(body: &Bytes, text: &str, limits: &LimitsConfig) -> Result<Deco
     }
     Ok(lines
         .into_iter()
-        .map(|line| match serde_json::from_str::<&RawValue>(line) {
-            Ok(raw) => decode_structured(body, raw.get(), limits),
-            Err(e) => Err(Rejected {
-                id: None,
-                error: EventError::new(
-                    Code::MalformedJson,
-                    "",
-                    format!("this line is not valid JSON: {e}"),
-                ),
-            }),
+        .map(|line| {
+            let mut cursor = Cursor::new(line);
+            cursor.skip_whitespace();
+            let event = decode_event(&mut cursor, body, limits).and_then(|event| {
+                cursor.skip_whitespace();
+                match cursor.peek() {
+                    None => Ok(event),
+                    Some(_) => Err(Malformed(cursor.malformed_message("trailing characters"))),
+                }
+            });
+            event.unwrap_or_else(|Malformed(e)| {
+                Err(Rejected {
+                    id: None,
+                    error: EventError::new(
+                        Code::MalformedJson,
+                        "",
+                        format!("this line is not valid JSON: {e}"),
+                    ),
+                })
+            })
         })
         .collect())
 }
 
-/// Decodes one structured-mode event from `raw`, a slice of `body`.
-fn decode_structured(body: &Bytes, raw: &str, limits: &LimitsConfig) -> Result<Event, Rejected> {
-    let reject = |id: Option<String>, error: EventError| Rejected { id, error };
-    if raw.len() > limits.max_event_bytes.as_usize() {
-        return Err(reject(
+/// Text that is not JSON, with where (line and column of the whole body or line).
+struct Malformed(String);
+
+/// Reads one event (any JSON value; events are objects) at the cursor. `Err` only for text
+/// that is not JSON; an event that is JSON but not acceptable is an `Ok(Err(..))`.
+fn decode_event(
+    cursor: &mut Cursor,
+    body: &Bytes,
+    limits: &LimitsConfig,
+) -> Result<Result<Event, Rejected>, Malformed> {
+    let reject = |id: Option<String>, error: EventError| Err(Rejected { id, error });
+    let start = cursor.pos;
+    let max_members = CONTEXT_ATTRIBUTES.len() + limits.max_extensions;
+    let mut members: Vec<(Cow<str>, &RawValue)> = Vec::new();
+    let mut too_many = false;
+    let object = cursor.peek() == Some(b'{');
+    if object {
+        cursor.pos += 1;
+        cursor.skip_whitespace();
+        if !cursor.eat(b'}') {
+            loop {
+                let name = cursor.string()?;
+                cursor.skip_whitespace();
+                cursor.expect_in_value(b':', "expected `:`")?;
+                let value = cursor.value()?;
+                // A hundred thousand members are walked over, not collected.
+                if members.len() == max_members {
+                    too_many = true;
+                } else {
+                    members.push((name, value));
+                }
+                cursor.skip_whitespace();
+                if cursor.eat(b'}') {
+                    break;
+                }
+                cursor.expect_in_value(b',', "expected `,` or `}`")?;
+                cursor.skip_whitespace();
+            }
+        }
+    } else {
+        cursor.value()?;
+    }
+    let size = cursor.pos - start;
+    if size > limits.max_event_bytes.as_usize() {
+        return Ok(reject(
             None,
             EventError::new(
                 Code::EventTooLarge,
                 "",
                 format!(
-                    "the event is {} bytes; at most {} are accepted",
-                    raw.len(),
+                    "the event is {size} bytes; at most {} are accepted",
                     limits.max_event_bytes.0
                 ),
             ),
         ));
     }
-    let fields = {
-        use serde::de::DeserializeSeed;
-        let mut de = serde_json::Deserializer::from_str(raw);
-        Fields(CONTEXT_ATTRIBUTES.len() + limits.max_extensions)
-            .deserialize(&mut de)
-            .map_err(|e| {
-                let error = if e.to_string().starts_with(TOO_MANY) {
-                    too_many_extensions(limits.max_extensions)
-                } else {
-                    EventError::new(Code::InvalidEvent, "", "an event must be a JSON object")
-                };
-                reject(None, error)
-            })?
-    };
-    let id = match fields.get("id") {
-        Some(v) => Some(string_attr("id", v).map_err(|e| reject(None, e))?),
+    if !object {
+        return Ok(reject(
+            None,
+            EventError::new(Code::InvalidEvent, "", "an event must be a JSON object"),
+        ));
+    }
+    if too_many {
+        return Ok(reject(None, too_many_extensions(limits.max_extensions)));
+    }
+    // The last of a repeated name wins: sorted by name (stably), a name's last copy is the
+    // last of its run.
+    members.sort_by(|a, b| a.0.cmp(&b.0));
+    let last = |i: usize| members.get(i + 1).is_none_or(|next| next.0 != members[i].0);
+    let id = match members.iter().rposition(|(name, _)| name == "id") {
+        Some(i) => match string_attr("id", members[i].1) {
+            Ok(id) => Some(id),
+            Err(e) => return Ok(reject(None, e)),
+        },
         None => None,
     };
-    let fail = |e: EventError| reject(id.clone(), e);
     let mut ev = EventBuilder::new(limits);
-    for (name, value) in &fields {
-        match name.as_str() {
-            "id" => {}
-            "data" => ev.data = Some(body.slice_ref(value.get().as_bytes())),
-            "data_base64" => {
-                return Err(fail(EventError::new(
-                    Code::UnsupportedData,
-                    "/data_base64",
-                    "binary data cannot be validated against a JSON Schema; send JSON in `data`",
-                )))
+    for (i, (name, value)) in members.iter().enumerate() {
+        if !last(i) {
+            continue;
+        }
+        let added = match name.as_ref() {
+            "id" => Ok(()),
+            "data" => {
+                ev.data = Some(body.slice_ref(value.get().as_bytes()));
+                Ok(())
             }
-            _ => ev
-                .attribute(name, &scalar_attr(name, value).map_err(fail)?)
-                .map_err(fail)?,
+            "data_base64" => Err(EventError::new(
+                Code::UnsupportedData,
+                "/data_base64",
+                "binary data cannot be validated against a JSON Schema; send JSON in `data`",
+            )),
+            _ => scalar_attr(name, value).and_then(|v| ev.attribute(name, &v)),
+        };
+        if let Err(e) = added {
+            return Ok(reject(id, e));
         }
     }
     let id_for_error = id.clone();
-    ev.build(id).map_err(|e| reject(id_for_error, e))
+    Ok(ev.build(id).map_err(|error| Rejected {
+        id: id_for_error,
+        error,
+    }))
 }
 
-/// How a bounded visitor says it stopped at its bound (serde errors carry only a message).
-const TOO_MANY: &str = "sluice: too many";
-
-/// A JSON array of at most `.0` raw items, refused as soon as it holds more.
-struct AtMost(usize);
-
-impl<'de> serde::de::DeserializeSeed<'de> for AtMost {
-    type Value = Vec<&'de RawValue>;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_seq(self)
-    }
+/// A position in JSON text. The structure is read here; values are read by serde_json.
+struct Cursor<'a> {
+    text: &'a str,
+    pos: usize,
 }
 
-impl<'de> serde::de::Visitor<'de> for AtMost {
-    type Value = Vec<&'de RawValue>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON array of events")
+impl<'a> Cursor<'a> {
+    fn new(text: &'a str) -> Self {
+        Cursor { text, pos: 0 }
     }
 
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.0).min(1024));
-        while let Some(item) = seq.next_element::<&'de RawValue>()? {
-            if items.len() == self.0 {
-                return Err(serde::de::Error::custom(TOO_MANY));
-            }
-            items.push(item);
+    fn peek(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.pos).copied()
+    }
+
+    fn skip_whitespace(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
+            self.pos += 1;
         }
-        Ok(items)
-    }
-}
-
-/// An event's members (the last of a repeated name wins), at most `.0` of them.
-struct Fields(usize);
-
-impl<'de> serde::de::DeserializeSeed<'de> for Fields {
-    type Value = HashMap<String, &'de RawValue>;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for Fields {
-    type Value = HashMap<String, &'de RawValue>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON object")
     }
 
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut fields = HashMap::new();
-        let mut members = 0usize;
-        while let Some((k, v)) = map.next_entry::<String, &'de RawValue>()? {
-            members += 1;
-            if members > self.0 {
-                return Err(serde::de::Error::custom(TOO_MANY));
-            }
-            fields.insert(k, v);
+    /// Steps over `byte` if it is next.
+    fn eat(&mut self, byte: u8) -> bool {
+        let next = self.peek() == Some(byte);
+        self.pos += usize::from(next);
+        next
+    }
+
+    fn expect(&mut self, byte: u8, what: &str) -> Result<(), RequestError> {
+        self.expect_in_value(byte, what)
+            .map_err(|Malformed(e)| RequestError::Malformed(e))
+    }
+
+    fn expect_in_value(&mut self, byte: u8, what: &str) -> Result<(), Malformed> {
+        if self.eat(byte) {
+            Ok(())
+        } else {
+            Err(Malformed(self.malformed_message(what)))
         }
-        Ok(fields)
     }
+
+    /// One JSON value, checked by serde_json, as its text.
+    fn value(&mut self) -> Result<&'a RawValue, Malformed> {
+        let mut values =
+            serde_json::Deserializer::from_str(&self.text[self.pos..]).into_iter::<&RawValue>();
+        match values.next() {
+            Some(Ok(value)) => {
+                self.pos += values.byte_offset();
+                Ok(value)
+            }
+            Some(Err(e)) => Err(Malformed(self.serde_message(&e))),
+            None => Err(Malformed(
+                self.malformed_message("EOF while parsing a value"),
+            )),
+        }
+    }
+
+    /// A member name. Names without escapes (all of them, in practice) are borrowed from the
+    /// text; the rest are unescaped by serde_json.
+    fn string(&mut self) -> Result<Cow<'a, str>, Malformed> {
+        if self.peek() != Some(b'"') {
+            return Err(Malformed(self.malformed_message("key must be a string")));
+        }
+        let bytes = self.text.as_bytes();
+        let start = self.pos + 1;
+        let mut end = start;
+        while let Some(&b) = bytes.get(end) {
+            match b {
+                b'"' => {
+                    self.pos = end + 1;
+                    return Ok(Cow::Borrowed(&self.text[start..end]));
+                }
+                // Escapes, and control characters (which JSON refuses): serde_json's job.
+                b'\\' | 0..=0x1f => break,
+                _ => end += 1,
+            }
+        }
+        let mut strings =
+            serde_json::Deserializer::from_str(&self.text[self.pos..]).into_iter::<String>();
+        match strings.next() {
+            Some(Ok(s)) => {
+                self.pos += strings.byte_offset();
+                Ok(Cow::Owned(s))
+            }
+            Some(Err(e)) => Err(Malformed(self.serde_message(&e))),
+            None => Err(Malformed(
+                self.malformed_message("EOF while parsing a string"),
+            )),
+        }
+    }
+
+    fn malformed(&self, what: &str) -> RequestError {
+        RequestError::Malformed(self.malformed_message(what))
+    }
+
+    /// `what`, at the cursor's line and column (1-based, as serde_json counts them).
+    fn malformed_message(&self, what: &str) -> String {
+        let (line, column) = line_column(self.text, self.pos, 1, 1);
+        format!("{what} at line {line} column {column}")
+    }
+
+    /// serde_json's message for a value that starts at the cursor, placed in the whole text.
+    fn serde_message(&self, e: &serde_json::Error) -> String {
+        let message = e.to_string();
+        let what = match message.rfind(" at line ") {
+            Some(at) => &message[..at],
+            None => &message,
+        };
+        let (line, column) = line_column(self.text, self.pos, e.line(), e.column());
+        format!("{what} at line {line} column {column}")
+    }
+}
+
+/// The 1-based line and column in `text` of `(line, column)` counted from byte `from`.
+fn line_column(text: &str, from: usize, line: usize, column: usize) -> (usize, usize) {
+    let before = &text.as_bytes()[..from];
+    let lines_before = memchr::memchr_iter(b'\n', before).count();
+    if line > 1 {
+        return (lines_before + line, column);
+    }
+    let line_start = memchr::memrchr(b'\n', before).map_or(0, |at| at + 1);
+    (lines_before + 1, from - line_start + column)
 }

@@ -369,3 +369,87 @@ fn extensions_are_counted_per_event_in_every_mode() {
         "too_many_extensions"
     );
 }
+
+/// The envelope walk accepts exactly the JSON serde_json accepts (when reading past values, as
+/// it did before: lone surrogates pass, and are refused when `data` is validated), and each
+/// event's `data` is the member serde_json sees (the last of a repeated name): checked on
+/// mutated bodies.
+#[test]
+fn the_walk_agrees_with_serde_json() {
+    let seeds: &[&[u8]] = &[
+        br#"[{"type":"a","id":"1","data":{"x":[1,2.5e3,{"y":"z\"q"}],"t":true},"ext":5}]"#,
+        b"[ {\"type\" : \"a\" , \"data\" : 1 , \"data\" : [ null ] } ,\n {\"ty\\u0070e\":\"b\"} ]",
+        br#"{"type":"a","data":"\ud83d\ude00","x":"","x":"y"}"#,
+        br#"[{"type":"a","data":{}},7,"s",[],{"id":"i"}]"#,
+    ];
+    let limits = LimitsConfig {
+        max_depth: 8,
+        max_events: 8,
+        ..LimitsConfig::default()
+    };
+    let specials = b"{}[]\"\\,:\n\t\x01u0e-.1 ";
+    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut accepted = 0;
+    for i in 0..30_000 {
+        let mut body = seeds[i % seeds.len()].to_vec();
+        for _ in 0..(next() % 3) {
+            let pos = (next() as usize) % (body.len() + 1);
+            match next() % 3 {
+                0 if pos < body.len() => body[pos] = specials[(next() as usize) % specials.len()],
+                1 => body.insert(pos, specials[(next() as usize) % specials.len()]),
+                _ if pos < body.len() => {
+                    body.remove(pos);
+                }
+                _ => {}
+            }
+        }
+        let serde = serde_json::from_slice::<serde::de::IgnoredAny>(&body);
+        let format = if body.first() == Some(&b'[') {
+            BodyFormat::Batch
+        } else {
+            BodyFormat::Structured
+        };
+        let text = String::from_utf8_lossy(&body);
+        match decode_body(format, &Bytes::from(body.clone()), &limits) {
+            Err(RequestError::Malformed(m)) => {
+                assert!(
+                    serde.is_err(),
+                    "refused what serde_json reads ({m}): {text}"
+                )
+            }
+            Err(RequestError::TooDeep { .. } | RequestError::TooManyEvents { .. }) => {}
+            Err(e) => assert!(serde.is_ok(), "{e} for JSON serde_json refuses: {text}"),
+            Ok(events) => {
+                serde.unwrap_or_else(|e| panic!("accepted {text}: {e}"));
+                let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body) else {
+                    continue;
+                };
+                let items = match value {
+                    serde_json::Value::Array(items) => items,
+                    one => vec![one],
+                };
+                assert_eq!(items.len(), events.len(), "{text}");
+                for (item, event) in items.iter().zip(&events) {
+                    let Ok(event) = event else { continue };
+                    accepted += 1;
+                    assert_eq!(item["type"], event.ty.as_str(), "{text}");
+                    match &event.data {
+                        None => assert!(item.get("data").is_none(), "{text}"),
+                        Some(data) => assert_eq!(
+                            serde_json::from_slice::<serde_json::Value>(data).unwrap(),
+                            item["data"],
+                            "{text}"
+                        ),
+                    }
+                }
+            }
+        }
+    }
+    assert!(accepted > 1_000, "{accepted}");
+}
