@@ -6,7 +6,9 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
-use super::{escape_pointer, is_json_media, Event, EventError, DEFAULT_SOURCE, RESERVED_PREFIX};
+use super::{
+    escape_pointer, is_json_media, Event, EventError, Text, DEFAULT_SOURCE, RESERVED_PREFIX,
+};
 use crate::config::LimitsConfig;
 use crate::error::Code;
 
@@ -34,14 +36,14 @@ pub(super) fn too_many_extensions(limit: usize) -> EventError {
 }
 
 pub(super) struct EventBuilder {
-    pub(super) source: Option<String>,
-    pub(super) ty: Option<String>,
-    pub(super) specversion: Option<String>,
-    pub(super) time: Option<String>,
-    pub(super) subject: Option<String>,
-    pub(super) dataschema: Option<String>,
-    pub(super) datacontenttype: Option<String>,
-    pub(super) extensions: Vec<(String, String)>,
+    pub(super) source: Option<Text>,
+    pub(super) ty: Option<Text>,
+    pub(super) specversion: Option<Text>,
+    pub(super) time: Option<Text>,
+    pub(super) subject: Option<Text>,
+    pub(super) dataschema: Option<Text>,
+    pub(super) datacontenttype: Option<Text>,
+    pub(super) extensions: Vec<(Text, Text)>,
     pub(super) data: Option<Bytes>,
     pub(super) max_extensions: usize,
 }
@@ -62,7 +64,13 @@ impl EventBuilder {
         }
     }
 
-    pub(super) fn attribute(&mut self, name: &str, value: &str) -> Result<(), EventError> {
+    /// `name` as [`Text`] only when it is an extension's: the others are known.
+    pub(super) fn attribute(
+        &mut self,
+        name: &str,
+        value: Text,
+        text_name: impl FnOnce() -> Text,
+    ) -> Result<(), EventError> {
         let slot = match name {
             "source" => &mut self.source,
             "type" => &mut self.ty,
@@ -93,16 +101,16 @@ impl EventBuilder {
                 if self.extensions.len() == self.max_extensions {
                     return Err(too_many_extensions(self.max_extensions));
                 }
-                self.extensions.push((name.to_string(), value.to_string()));
+                self.extensions.push((text_name(), value));
                 return Ok(());
             }
         };
-        *slot = Some(value.to_string());
+        *slot = Some(value);
         Ok(())
     }
 
-    pub(super) fn build(self, id: Option<String>) -> Result<Event, EventError> {
-        let specversion = self.specversion.unwrap_or_else(|| "1.0".into());
+    pub(super) fn build(self, id: Option<Text>) -> Result<Event, EventError> {
+        let specversion = self.specversion.unwrap_or_else(|| Text::from_static("1.0"));
         if specversion != "1.0" {
             return Err(EventError::new(
                 Code::UnsupportedSpecversion,
@@ -153,9 +161,11 @@ impl EventBuilder {
                 .and_then(|(_, v)| parse_version(v));
         }
         Ok(Event {
-            id: id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+            id: id.unwrap_or_else(|| Text::from(uuid::Uuid::now_v7().to_string())),
             source_given: self.source.is_some(),
-            source: self.source.unwrap_or_else(|| DEFAULT_SOURCE.into()),
+            source: self
+                .source
+                .unwrap_or_else(|| Text::from_static(DEFAULT_SOURCE)),
             ty,
             specversion,
             time: self.time,
@@ -194,8 +204,8 @@ fn json_string(raw: &RawValue) -> Option<Cow<'_, str>> {
     serde_json::from_str::<String>(text).ok().map(Cow::Owned)
 }
 
-pub(super) fn string_attr(name: &str, raw: &RawValue) -> Result<String, EventError> {
-    json_string(raw).map(Cow::into_owned).ok_or_else(|| {
+pub(super) fn string_attr<'a>(name: &str, raw: &'a RawValue) -> Result<Cow<'a, str>, EventError> {
+    json_string(raw).ok_or_else(|| {
         EventError::new(
             Code::InvalidAttribute,
             format!("/{name}"),

@@ -4,7 +4,7 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use super::attributes::EventBuilder;
-use super::{check_depth, Decoded, EventError, Rejected, RequestError};
+use super::{check_depth, Decoded, EventError, Rejected, RequestError, Text};
 use crate::config::LimitsConfig;
 use crate::error::Code;
 
@@ -37,8 +37,8 @@ pub fn decode_binary<'h>(
             }
         };
         if name == "id" {
-            id = Some(value);
-        } else if let Err(e) = ev.attribute(name, &value) {
+            id = Some(Text::from(value));
+        } else if let Err(e) = ev.attribute(name, Text::from(value), || Text::from(name)) {
             attr_errors.push(e);
         }
     }
@@ -47,7 +47,7 @@ pub fn decode_binary<'h>(
     }
     if let Some(ct) = content_type {
         if ev.datacontenttype.is_none() {
-            ev.datacontenttype = Some(ct.to_string());
+            ev.datacontenttype = Some(Text::from(ct));
         }
     }
     let trimmed_empty = body.iter().all(u8::is_ascii_whitespace);

@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 use super::attributes::{
     scalar_attr, string_attr, too_many_extensions, EventBuilder, CONTEXT_ATTRIBUTES,
 };
-use super::{check_depth, BodyFormat, Decoded, Event, EventError, Rejected, RequestError};
+use super::{check_depth, BodyFormat, Decoded, Event, EventError, Rejected, RequestError, Text};
 use crate::config::LimitsConfig;
 use crate::error::Code;
 
@@ -152,10 +152,15 @@ fn decode_event(
     body: &Bytes,
     limits: &LimitsConfig,
 ) -> Result<Result<Event, Rejected>, Malformed> {
-    let reject = |id: Option<String>, error: EventError| Err(Rejected { id, error });
+    let reject = |id: Option<Text>, error: EventError| Err(Rejected { id, error });
+    // What was read from the body, as text that shares it.
+    let text = |s: Cow<str>| match s {
+        Cow::Borrowed(s) => Text::slice_of(body, s),
+        Cow::Owned(s) => Text::from(s),
+    };
     let start = cursor.pos;
     let max_members = CONTEXT_ATTRIBUTES.len() + limits.max_extensions;
-    let mut members: Vec<(Cow<str>, &RawValue)> = Vec::new();
+    let mut members: Vec<(Cow<str>, &RawValue)> = Vec::with_capacity(8);
     let mut too_many = false;
     let object = cursor.peek() == Some(b'{');
     if object {
@@ -213,7 +218,7 @@ fn decode_event(
     let last = |i: usize| members.get(i + 1).is_none_or(|next| next.0 != members[i].0);
     let id = match members.iter().rposition(|(name, _)| name == "id") {
         Some(i) => match string_attr("id", members[i].1) {
-            Ok(id) => Some(id),
+            Ok(id) => Some(text(id)),
             Err(e) => return Ok(reject(None, e)),
         },
         None => None,
@@ -234,7 +239,8 @@ fn decode_event(
                 "/data_base64",
                 "binary data cannot be validated against a JSON Schema; send JSON in `data`",
             )),
-            _ => scalar_attr(name, value).and_then(|v| ev.attribute(name, &v)),
+            _ => scalar_attr(name, value)
+                .and_then(|v| ev.attribute(name, text(v), || text(name.clone()))),
         };
         if let Err(e) = added {
             return Ok(reject(id, e));

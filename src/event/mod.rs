@@ -15,10 +15,12 @@ mod binary;
 pub mod body;
 mod json;
 mod pattern;
+mod text;
 
 pub use binary::decode_binary;
 pub use json::decode_body;
 pub use pattern::TypePattern;
+pub use text::Text;
 
 use bytes::Bytes;
 
@@ -27,22 +29,23 @@ use crate::error::{ClientError, Code};
 /// Where `source` comes from when the client leaves it out and no principal names one.
 pub const DEFAULT_SOURCE: &str = "sluice://anonymous";
 
-/// One decoded event. Attribute values are kept as the strings that go into record headers.
+/// One decoded event. Attribute values are kept as the text that goes into record headers,
+/// sliced from the body where the client wrote them without escapes.
 #[derive(Debug, Clone)]
 pub struct Event {
-    pub id: String,
-    pub source: String,
+    pub id: Text,
+    pub source: Text,
     /// False when `source` is [`DEFAULT_SOURCE`] because the client sent none; the pipeline
     /// then names the authenticated client instead.
     pub source_given: bool,
-    pub ty: String,
-    pub specversion: String,
-    pub time: Option<String>,
-    pub subject: Option<String>,
-    pub dataschema: Option<String>,
-    pub datacontenttype: Option<String>,
+    pub ty: Text,
+    pub specversion: Text,
+    pub time: Option<Text>,
+    pub subject: Option<Text>,
+    pub dataschema: Option<Text>,
+    pub datacontenttype: Option<Text>,
     /// Extension attributes, names lowercase per the spec, values stringified.
-    pub extensions: Vec<(String, String)>,
+    pub extensions: Vec<(Text, Text)>,
     /// The raw JSON of `data` (absent: the event has no data).
     pub data: Option<Bytes>,
     /// Version pinned by the `schemaversion` extension or a `dataschema` ending in
@@ -61,6 +64,15 @@ impl Event {
     /// The Kafka key / Kinesis partition key: the `partitionkey` extension, else the id.
     pub fn partition_key(&self) -> &str {
         self.extension("partitionkey").unwrap_or(&self.id)
+    }
+
+    /// [`Event::partition_key`] as bytes that share the event's.
+    pub fn partition_key_bytes(&self) -> Bytes {
+        self.extensions
+            .iter()
+            .find(|(k, _)| k == "partitionkey")
+            .map_or(&self.id, |(_, v)| v)
+            .bytes()
     }
 }
 
@@ -92,7 +104,7 @@ impl EventError {
 /// An event refused while decoding, with its id when it got far enough to have one.
 #[derive(Debug, Clone)]
 pub struct Rejected {
-    pub id: Option<String>,
+    pub id: Option<Text>,
     pub error: EventError,
 }
 

@@ -18,7 +18,7 @@ pub use route::{routable_tenant, TopicRouter, MAX_TENANT_LEN};
 use crate::auth::Principal;
 use crate::config::Ack;
 use crate::error::{ClientError, Code};
-use crate::event::{Decoded, Event, EventError};
+use crate::event::{Decoded, Event, EventError, Text};
 use crate::registry::{Catalog, CompiledSchema, ValidatorCache};
 use crate::sink::{DeliveryError, Record, Sink};
 use crate::spool::{Spool, SpoolError};
@@ -28,7 +28,7 @@ pub use ratelimit::RateLimiter;
 /// What happened to one event of a request.
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    pub id: Option<String>,
+    pub id: Option<Text>,
     /// 200 when durable; otherwise the status of `error`.
     pub status: u16,
     pub error: Option<EventError>,
@@ -37,7 +37,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn accepted(id: String) -> Self {
+    fn accepted(id: Text) -> Self {
         Outcome {
             id: Some(id),
             status: 200,
@@ -46,7 +46,7 @@ impl Outcome {
         }
     }
 
-    fn rejected(id: Option<String>, error: EventError) -> Self {
+    fn rejected(id: Option<Text>, error: EventError) -> Self {
         Outcome {
             id,
             status: error.status(),
@@ -111,7 +111,7 @@ impl Pipeline {
                     continue;
                 }
                 if !event.source_given {
-                    event.source.clone_from(&p.source);
+                    event.source = Text::from(p.source.as_str());
                 }
             }
             match ValidatorCache::validate(&catalog, &event) {
@@ -268,12 +268,9 @@ impl Pipeline {
     ) -> (Record, Ack) {
         let tenant = principal.map(|p| p.tenant.as_str());
         let mut headers = attribute_headers(ev, received, tenant);
-        headers.push((
-            "sluice_schema_version",
-            Bytes::from(schema.version.to_string()),
-        ));
-        if let Some(id) = schema.id {
-            headers.push(("sluice_schema_id", Bytes::from(id.to_string())));
+        headers.push(("sluice_schema_version", schema.version_text.clone()));
+        if let Some(id) = &schema.id_text {
+            headers.push(("sluice_schema_id", id.clone()));
         }
         let route = self.router.route(&ev.ty, tenant);
         let data = data_bytes(ev);
@@ -289,7 +286,7 @@ impl Pipeline {
         };
         let record = Record {
             topic: route.topic,
-            key: Bytes::copy_from_slice(ev.partition_key().as_bytes()),
+            key: ev.partition_key_bytes(),
             value,
             headers,
             extension_headers: extension_headers(ev),
@@ -335,7 +332,7 @@ impl Pipeline {
         ));
         Some(Record {
             topic,
-            key: Bytes::copy_from_slice(ev.partition_key().as_bytes()),
+            key: ev.partition_key_bytes(),
             value: data_bytes(ev),
             headers,
             extension_headers: extension_headers(ev),
@@ -352,7 +349,12 @@ fn data_bytes(ev: &Event) -> Bytes {
 fn extension_headers(ev: &Event) -> Vec<(String, Bytes)> {
     ev.extensions
         .iter()
-        .map(|(k, v)| (format!("ce_{k}"), Bytes::copy_from_slice(v.as_bytes())))
+        .map(|(k, v)| {
+            let mut name = String::with_capacity(3 + k.len());
+            name.push_str("ce_");
+            name.push_str(k);
+            (name, v.bytes())
+        })
         .collect()
 }
 
@@ -363,8 +365,7 @@ fn attribute_headers(
     tenant: Option<&str>,
 ) -> Vec<(&'static str, Bytes)> {
     let mut headers: Vec<(&'static str, Bytes)> = Vec::with_capacity(12);
-    let mut put =
-        |k: &'static str, v: &str| headers.push((k, Bytes::copy_from_slice(v.as_bytes())));
+    let mut put = |k: &'static str, v: &Text| headers.push((k, v.bytes()));
     put("ce_specversion", &ev.specversion);
     put("ce_id", &ev.id);
     put("ce_source", &ev.source);

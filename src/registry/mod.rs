@@ -70,6 +70,9 @@ pub struct CompiledSchema {
     pub subject: String,
     pub version: u32,
     pub id: Option<u32>,
+    /// `version` and `id` in decimal, written once for every record's headers.
+    pub version_text: bytes::Bytes,
+    pub id_text: Option<bytes::Bytes>,
     /// Shared by every subject version with the same global id, and across reloads.
     validator: Arc<jsonschema::Validator>,
 }
@@ -89,12 +92,18 @@ impl CompiledSchema {
                 origin: stored.origin.clone(),
                 reason,
             })?;
-        Ok(CompiledSchema {
+        Ok(CompiledSchema::new(stored, Arc::new(validator)))
+    }
+
+    fn new(stored: &StoredSchema, validator: Arc<jsonschema::Validator>) -> CompiledSchema {
+        CompiledSchema {
             subject: stored.subject.clone(),
             version: stored.version,
             id: stored.id,
-            validator: Arc::new(validator),
-        })
+            version_text: stored.version.to_string().into(),
+            id_text: stored.id.map(|id| id.to_string().into()),
+            validator,
+        }
     }
 
     /// Validates an event's `data` (absent data validates as `null`). The error names the
@@ -167,12 +176,7 @@ impl Catalog {
         let mut subjects: HashMap<String, BTreeMap<u32, Arc<CompiledSchema>>> = HashMap::new();
         for s in stored {
             let compiled = match s.id.and_then(|id| by_id.get(&id)) {
-                Some(v) => Arc::new(CompiledSchema {
-                    subject: s.subject.clone(),
-                    version: s.version,
-                    id: s.id,
-                    validator: v.clone(),
-                }),
+                Some(v) => Arc::new(CompiledSchema::new(s, v.clone())),
                 None => {
                     let c = CompiledSchema::compile(s)?;
                     if let Some(id) = s.id {
