@@ -7,7 +7,9 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -118,10 +120,11 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
                     let shared = shared.clone();
                     tokio::spawn(async move {
                         let mut gen = Generator::new(&shared.opts.run_id, w, shared.opts.size);
+                        let mut conn = Conn::for_url(&shared.opts.url);
                         while Instant::now() < deadline {
                             let (body, ids) = build(&shared.opts, &mut gen);
                             let due = Instant::now();
-                            send(&shared, body, ids, due).await;
+                            send(&shared, &mut conn, body, ids, due).await;
                         }
                     })
                 })
@@ -148,7 +151,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
                 let (body, ids) = build(&opts, &mut gen);
                 let shared = shared.clone();
                 tasks.push(tokio::spawn(async move {
-                    send(&shared, body, ids, due).await;
+                    send(&shared, &mut Conn::Pooled, body, ids, due).await;
                     drop(permit);
                 }));
                 if tasks.len() > 10_000 {
@@ -183,27 +186,26 @@ pub async fn run(opts: Options) -> anyhow::Result<Outcome> {
     })
 }
 
-/// A request body (compressed as asked) and the ids of its events.
+/// A request body (compressed as asked) and the ids of its events. Events are written as
+/// JSON text directly (no tree per event): the generator must not be what limits a run.
 fn build(opts: &Options, gen: &mut Generator) -> (Vec<u8>, Vec<String>) {
     let mut ids = Vec::with_capacity(opts.batch);
-    let mut events: Vec<Value> = Vec::with_capacity(opts.batch);
-    for _ in 0..opts.batch {
-        let (id, e) = gen.event();
-        ids.push(id);
-        events.push(e);
+    let mut raw = Vec::with_capacity(opts.batch * (opts.size + 200) + 2);
+    if opts.format == Format::Array {
+        raw.push(b'[');
     }
-    let raw = match opts.format {
-        Format::Single => serde_json::to_vec(&events[0]).expect("serializes"),
-        Format::Array => serde_json::to_vec(&events).expect("serializes"),
-        Format::Ndjson => {
-            let mut out = Vec::new();
-            for e in &events {
-                serde_json::to_writer(&mut out, e).expect("serializes");
-                out.push(b'\n');
-            }
-            out
+    for i in 0..opts.batch {
+        if i > 0 && opts.format == Format::Array {
+            raw.push(b',');
         }
-    };
+        ids.push(gen.write_event(&mut raw));
+        if opts.format == Format::Ndjson {
+            raw.push(b'\n');
+        }
+    }
+    if opts.format == Format::Array {
+        raw.push(b']');
+    }
     let body = match opts.compression {
         Compression::None => raw,
         Compression::Gzip => {
@@ -216,7 +218,105 @@ fn build(opts: &Options, gen: &mut Generator) -> (Vec<u8>, Vec<String>) {
     (body, ids)
 }
 
-async fn send(shared: &Shared, body: Vec<u8>, ids: Vec<String>, due: Instant) {
+/// How a worker reaches the server.
+enum Conn {
+    /// reqwest's pooled client: HTTPS, and the open loop (requests from many tasks).
+    Pooled,
+    /// One plain-HTTP/1.1 connection of hyper's own, without a pool, URL parsing or middleware
+    /// per request: the closed loop's path, so that the generator costs less than the server
+    /// it measures. Reconnects after an error.
+    Lean {
+        authority: String,
+        path: String,
+        sender: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
+    },
+}
+
+impl Conn {
+    fn for_url(url: &str) -> Conn {
+        match url.strip_prefix("http://") {
+            Some(rest) => {
+                let authority = rest.split('/').next().unwrap_or(rest).to_string();
+                Conn::Lean {
+                    authority,
+                    path: "/v1/events".into(),
+                    sender: None,
+                }
+            }
+            None => Conn::Pooled,
+        }
+    }
+}
+
+/// The error and its causes, in one line.
+fn describe(e: &dyn std::error::Error) -> String {
+    let mut why = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        why.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    why
+}
+
+/// Sends one request; the answer's status and body, or why there was none.
+async fn exchange(
+    shared: &Shared,
+    conn: &mut Conn,
+    body: Vec<u8>,
+    headers: &[(&'static str, &str)],
+) -> Result<(u16, Bytes), String> {
+    let opts = &shared.opts;
+    match conn {
+        Conn::Pooled => {
+            let mut req = shared.client.post(format!("{}/v1/events", opts.url));
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            let resp = req.body(body).send().await.map_err(|e| describe(&e))?;
+            let status = resp.status().as_u16();
+            Ok((status, resp.bytes().await.unwrap_or_default()))
+        }
+        Conn::Lean {
+            authority,
+            path,
+            sender,
+        } => {
+            if sender.is_none() {
+                let stream = tokio::net::TcpStream::connect(authority.as_str())
+                    .await
+                    .map_err(|e| describe(&e))?;
+                stream.set_nodelay(true).map_err(|e| describe(&e))?;
+                let (s, connection) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                        .await
+                        .map_err(|e| describe(&e))?;
+                tokio::spawn(connection);
+                *sender = Some(s);
+            }
+            let s = sender.as_mut().expect("connected above");
+            let mut req = hyper::Request::post(path.as_str()).header("host", authority.as_str());
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            let req = req
+                .body(Full::new(Bytes::from(body)))
+                .map_err(|e| describe(&e))?;
+            let answer = async {
+                let resp = s.send_request(req).await?;
+                let status = resp.status().as_u16();
+                let body = resp.into_body().collect().await?.to_bytes();
+                Ok::<_, hyper::Error>((status, body))
+            };
+            answer.await.map_err(|e| {
+                *sender = None;
+                describe(&e)
+            })
+        }
+    }
+}
+
+async fn send(shared: &Shared, conn: &mut Conn, body: Vec<u8>, ids: Vec<String>, due: Instant) {
     let opts = &shared.opts;
     let content_type = match opts.format {
         Format::Single => "application/cloudevents+json",
@@ -224,58 +324,56 @@ async fn send(shared: &Shared, body: Vec<u8>, ids: Vec<String>, due: Instant) {
         Format::Ndjson => "application/x-ndjson",
     };
     let len = body.len() as u64;
-    let mut req = shared
-        .client
-        .post(format!("{}/v1/events", opts.url))
-        .header("content-type", content_type);
+    let mut headers: Vec<(&'static str, &str)> = vec![("content-type", content_type)];
     match opts.compression {
         Compression::None => {}
-        Compression::Gzip => req = req.header("content-encoding", "gzip"),
-        Compression::Zstd => req = req.header("content-encoding", "zstd"),
+        Compression::Gzip => headers.push(("content-encoding", "gzip")),
+        Compression::Zstd => headers.push(("content-encoding", "zstd")),
     }
+    let bearer;
     match &opts.auth {
         Auth::None => {}
-        Auth::Bearer(t) => req = req.bearer_auth(t),
-        Auth::ApiKey(k) => req = req.header("x-api-key", k),
+        Auth::Bearer(t) => {
+            bearer = format!("Bearer {t}");
+            headers.push(("authorization", &bearer));
+        }
+        Auth::ApiKey(k) => headers.push(("x-api-key", k)),
     }
-    let result = req.body(body).send().await;
-    let (class, accepted): (String, Vec<String>) = match result {
-        Err(e) => {
+    let result = exchange(shared, conn, body, &headers).await;
+    // Accepted events: how many, and their ids when the audit needs them.
+    let (class, accepted, accepted_ids): (String, usize, Vec<String>) = match result {
+        Err(why) => {
             // Counted as `error`; the first one is told with its causes (a refused connection,
             // an untrusted certificate, ...), or a run of errors would say nothing of why.
             if !shared
                 .told_error
                 .swap(true, std::sync::atomic::Ordering::Relaxed)
             {
-                let mut why = e.to_string();
-                let mut cause = std::error::Error::source(&e);
-                while let Some(c) = cause {
-                    why.push_str(&format!(": {c}"));
-                    cause = c.source();
-                }
                 eprintln!("sluice-load: a request got no answer (the first of its kind): {why}");
             }
-            ("error".into(), Vec::new())
+            ("error".into(), 0, Vec::new())
         }
-        Ok(resp) => {
-            let status = resp.status().as_u16();
-            let bytes = resp.bytes().await.unwrap_or_default();
-            let accepted = match status {
-                200 => ids.clone(),
-                207 => serde_json::from_slice::<Value>(&bytes)
-                    .ok()
-                    .and_then(|v| v["results"].as_array().cloned())
-                    .map(|results| {
-                        results
-                            .iter()
-                            .filter(|r| r["status"] == 200)
-                            .filter_map(|r| r["id"].as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                _ => Vec::new(),
+        Ok((status, bytes)) => {
+            let (accepted, accepted_ids) = match status {
+                200 if opts.record_ids => (ids.len(), ids.clone()),
+                200 => (ids.len(), Vec::new()),
+                207 => {
+                    let ids: Vec<String> = serde_json::from_slice::<Value>(&bytes)
+                        .ok()
+                        .and_then(|v| v["results"].as_array().cloned())
+                        .map(|results| {
+                            results
+                                .iter()
+                                .filter(|r| r["status"] == 200)
+                                .filter_map(|r| r["id"].as_str().map(str::to_string))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    (ids.len(), ids)
+                }
+                _ => (0, Vec::new()),
             };
-            (format!("{}xx", status / 100), accepted)
+            (format!("{}xx", status / 100), accepted, accepted_ids)
         }
     };
     let micros = due.elapsed().as_micros().max(1) as u64;
@@ -287,9 +385,9 @@ async fn send(shared: &Shared, body: Vec<u8>, ids: Vec<String>, due: Instant) {
     let mut st = shared.stats.lock().expect("not poisoned");
     *st.statuses.entry(class).or_default() += 1;
     st.events_sent += ids.len() as u64;
-    st.events_accepted += accepted.len() as u64;
+    st.events_accepted += accepted as u64;
     st.bytes += len;
     if opts.record_ids {
-        st.acked.extend(accepted);
+        st.acked.extend(accepted_ids);
     }
 }
