@@ -8,6 +8,7 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
+use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
 use super::attributes::{
@@ -162,6 +163,7 @@ fn decode_event(
     let max_members = CONTEXT_ATTRIBUTES.len() + limits.max_extensions;
     let mut members: Vec<(Cow<str>, &RawValue)> = Vec::with_capacity(8);
     let mut too_many = false;
+    let mut unreadable_name = false;
     let object = cursor.peek() == Some(b'{');
     if object {
         cursor.pos += 1;
@@ -173,10 +175,10 @@ fn decode_event(
                 cursor.expect_in_value(b':', "expected `:`")?;
                 let value = cursor.value()?;
                 // A hundred thousand members are walked over, not collected.
-                if members.len() == max_members {
-                    too_many = true;
-                } else {
-                    members.push((name, value));
+                match name {
+                    None => unreadable_name = true,
+                    Some(_) if members.len() == max_members => too_many = true,
+                    Some(name) => members.push((name, value)),
                 }
                 cursor.skip_whitespace();
                 if cursor.eat(b'}') {
@@ -207,6 +209,16 @@ fn decode_event(
         return Ok(reject(
             None,
             EventError::new(Code::InvalidEvent, "", "an event must be a JSON object"),
+        ));
+    }
+    if unreadable_name {
+        return Ok(reject(
+            None,
+            EventError::new(
+                Code::InvalidEvent,
+                "",
+                "a member name is not Unicode (it escapes a lone surrogate)",
+            ),
         ));
     }
     if too_many {
@@ -311,8 +323,9 @@ impl<'a> Cursor<'a> {
     }
 
     /// A member name. Names without escapes (all of them, in practice) are borrowed from the
-    /// text; the rest are unescaped by serde_json.
-    fn string(&mut self) -> Result<Cow<'a, str>, Malformed> {
+    /// text; the rest are unescaped by serde_json. `None`: JSON, but not Unicode (a lone
+    /// surrogate escape), which refuses the event, not the body.
+    fn string(&mut self) -> Result<Option<Cow<'a, str>>, Malformed> {
         if self.peek() != Some(b'"') {
             return Err(Malformed(self.malformed_message("key must be a string")));
         }
@@ -323,19 +336,24 @@ impl<'a> Cursor<'a> {
             match b {
                 b'"' => {
                     self.pos = end + 1;
-                    return Ok(Cow::Borrowed(&self.text[start..end]));
+                    return Ok(Some(Cow::Borrowed(&self.text[start..end])));
                 }
                 // Escapes, and control characters (which JSON refuses): serde_json's job.
                 b'\\' | 0..=0x1f => break,
                 _ => end += 1,
             }
         }
-        let mut strings =
-            serde_json::Deserializer::from_str(&self.text[self.pos..]).into_iter::<String>();
-        match strings.next() {
-            Some(Ok(s)) => {
-                self.pos += strings.byte_offset();
-                Ok(Cow::Owned(s))
+        let rest = &self.text[self.pos..];
+        let mut strings = serde_json::Deserializer::from_str(rest).into_iter::<String>();
+        if let Some(Ok(s)) = strings.next() {
+            self.pos += strings.byte_offset();
+            return Ok(Some(Cow::Owned(s)));
+        }
+        let mut any = serde_json::Deserializer::from_str(rest).into_iter::<IgnoredAny>();
+        match any.next() {
+            Some(Ok(_)) => {
+                self.pos += any.byte_offset();
+                Ok(None)
             }
             Some(Err(e)) => Err(Malformed(self.serde_message(&e))),
             None => Err(Malformed(

@@ -381,6 +381,7 @@ fn the_walk_agrees_with_serde_json() {
         b"[ {\"type\" : \"a\" , \"data\" : 1 , \"data\" : [ null ] } ,\n {\"ty\\u0070e\":\"b\"} ]",
         br#"{"type":"a","data":"\ud83d\ude00","x":"","x":"y"}"#,
         br#"[{"type":"a","data":{}},7,"s",[],{"id":"i"}]"#,
+        br#"[{"type":"a","\ud910":1},{"\ud83d\ude00x":"y","type":"b"}]"#,
     ];
     let limits = LimitsConfig {
         max_depth: 8,
@@ -452,4 +453,22 @@ fn the_walk_agrees_with_serde_json() {
         }
     }
     assert!(accepted > 1_000, "{accepted}");
+}
+
+/// A member name that is JSON but not Unicode (a lone surrogate escape) refuses its event, not
+/// the request, as serde_json's reading of the body would.
+#[test]
+fn a_name_that_is_not_unicode_refuses_only_its_event() {
+    let out = decode(
+        BodyFormat::Batch,
+        r#"[{"type":"a","\ud910":1},{"type":"b","\ud83d\ude00":"y"}]"#,
+    )
+    .unwrap();
+    assert_eq!(out[0].as_ref().unwrap_err().error.code, "invalid_event");
+    // A surrogate pair is Unicode: read, then refused as an extension's name.
+    let e = &out[1].as_ref().unwrap_err().error;
+    assert_eq!(
+        (e.code.as_str(), e.pointer.as_str()),
+        ("invalid_attribute", "/😀")
+    );
 }
