@@ -38,12 +38,11 @@ impl Generator {
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
-    /// The next event, with its id.
-    pub fn event(&mut self) -> (String, Value) {
+    /// The next event's id, random draw and type.
+    fn next_event(&mut self) -> (String, u64, &'static str) {
         self.seq += 1;
         let id = format!("{}-{}-{}", self.run, self.worker, self.seq);
         let r = self.next_rand();
-        let user = format!("user-{}", r % 10_000);
         let total: u32 = TYPES.iter().map(|(_, w)| w).sum();
         let mut pick = (r >> 32) as u32 % total;
         let mut ty = TYPES[0].0;
@@ -54,6 +53,13 @@ impl Generator {
             }
             pick -= w;
         }
+        (id, r, ty)
+    }
+
+    /// The next event, with its id.
+    pub fn event(&mut self) -> (String, Value) {
+        let (id, r, ty) = self.next_event();
+        let user = format!("user-{}", r % 10_000);
         let data = match ty {
             "app.signup" => {
                 let plan = ["free", "team", "enterprise"][(r % 3) as usize];
@@ -91,19 +97,7 @@ impl Generator {
     /// its id.
     pub fn write_event(&mut self, out: &mut Vec<u8>) -> String {
         use std::io::Write;
-        self.seq += 1;
-        let id = format!("{}-{}-{}", self.run, self.worker, self.seq);
-        let r = self.next_rand();
-        let total: u32 = TYPES.iter().map(|(_, w)| w).sum();
-        let mut pick = (r >> 32) as u32 % total;
-        let mut ty = TYPES[0].0;
-        for (t, w) in TYPES {
-            if pick < *w {
-                ty = t;
-                break;
-            }
-            pick -= w;
-        }
+        let (id, r, ty) = self.next_event();
         let user = r % 10_000;
         let string = |out: &mut Vec<u8>, s: &str| serde_json::to_writer(out, s).expect("in memory");
         // Members in serde_json's (sorted) order.

@@ -306,15 +306,21 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// One JSON value of type `T` read by serde_json at the cursor, which then moves past it.
+    /// `None` at the end of the text.
+    fn read<T: serde::Deserialize<'a>>(&mut self) -> Option<Result<T, serde_json::Error>> {
+        let mut values = serde_json::Deserializer::from_str(&self.text[self.pos..]).into_iter();
+        let value = values.next();
+        if let Some(Ok(_)) = value {
+            self.pos += values.byte_offset();
+        }
+        value
+    }
+
     /// One JSON value, checked by serde_json, as its text.
     fn value(&mut self) -> Result<&'a RawValue, Malformed> {
-        let mut values =
-            serde_json::Deserializer::from_str(&self.text[self.pos..]).into_iter::<&RawValue>();
-        match values.next() {
-            Some(Ok(value)) => {
-                self.pos += values.byte_offset();
-                Ok(value)
-            }
+        match self.read() {
+            Some(Ok(value)) => Ok(value),
             Some(Err(e)) => Err(Malformed(self.serde_message(&e))),
             None => Err(Malformed(
                 self.malformed_message("EOF while parsing a value"),
@@ -343,18 +349,11 @@ impl<'a> Cursor<'a> {
                 _ => end += 1,
             }
         }
-        let rest = &self.text[self.pos..];
-        let mut strings = serde_json::Deserializer::from_str(rest).into_iter::<String>();
-        if let Some(Ok(s)) = strings.next() {
-            self.pos += strings.byte_offset();
+        if let Some(Ok(s)) = self.read::<String>() {
             return Ok(Some(Cow::Owned(s)));
         }
-        let mut any = serde_json::Deserializer::from_str(rest).into_iter::<IgnoredAny>();
-        match any.next() {
-            Some(Ok(_)) => {
-                self.pos += any.byte_offset();
-                Ok(None)
-            }
+        match self.read::<IgnoredAny>() {
+            Some(Ok(_)) => Ok(None),
             Some(Err(e)) => Err(Malformed(self.serde_message(&e))),
             None => Err(Malformed(
                 self.malformed_message("EOF while parsing a string"),

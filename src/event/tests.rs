@@ -252,6 +252,16 @@ fn binary_mode() {
     .is_err());
 }
 
+/// A repeatable stream of pseudo-random numbers for the mutation tests.
+fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
 /// Hostile input never panics the decoder: mutated valid bodies (flipped bytes, brackets
 /// and quotes dropped in, truncations) through every format, with tight limits.
 #[test]
@@ -268,13 +278,7 @@ fn mutated_bodies_never_panic() {
         ..LimitsConfig::default()
     };
     let specials = b"{}[]\"\\,:\n\xff\x00 ";
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = xorshift(0x9E37_79B9_7F4A_7C15);
     for i in 0..20_000 {
         let mut body = seeds[i % seeds.len()].to_vec();
         for _ in 0..(next() % 4 + 1) {
@@ -389,13 +393,7 @@ fn the_walk_agrees_with_serde_json() {
         ..LimitsConfig::default()
     };
     let specials = b"{}[]\"\\,:\n\t\x01u0e-.1 ";
-    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = xorshift(0x2545_F491_4F6C_DD1D);
     let mut accepted = 0;
     for i in 0..30_000 {
         let mut body = seeds[i % seeds.len()].to_vec();
