@@ -62,17 +62,11 @@ impl Event {
     }
 
     /// The Kafka key / Kinesis partition key: the `partitionkey` extension, else the id.
-    pub fn partition_key(&self) -> &str {
-        self.extension("partitionkey").unwrap_or(&self.id)
-    }
-
-    /// [`Event::partition_key`] as bytes that share the event's.
-    pub fn partition_key_bytes(&self) -> Bytes {
+    pub fn partition_key(&self) -> &Text {
         self.extensions
             .iter()
             .find(|(k, _)| k == "partitionkey")
             .map_or(&self.id, |(_, v)| v)
-            .bytes()
     }
 }
 

@@ -85,6 +85,8 @@ impl Pipeline {
     pub async fn process(&self, decoded: Decoded, principal: Option<&Principal>) -> Vec<Outcome> {
         // One copy per request, shared by every record's header.
         let received = Bytes::from(rfc3339_millis(SystemTime::now()));
+        // The source of events that name none: the client's, shared by all of them.
+        let principal_source = principal.map(|p| Text::from(p.source.as_str()));
         let catalog = self.validators.catalog();
         let mut outcomes = Vec::with_capacity(decoded.len());
         let mut records = Vec::with_capacity(decoded.len());
@@ -110,8 +112,8 @@ impl Pipeline {
                     outcomes.push(Outcome::rejected(Some(event.id), e));
                     continue;
                 }
-                if !event.source_given {
-                    event.source = Text::from(p.source.as_str());
+                if let (false, Some(source)) = (event.source_given, &principal_source) {
+                    event.source = source.clone();
                 }
             }
             match ValidatorCache::validate(&catalog, &event) {
@@ -286,7 +288,7 @@ impl Pipeline {
         };
         let record = Record {
             topic: route.topic,
-            key: ev.partition_key_bytes(),
+            key: ev.partition_key().bytes(),
             value,
             headers,
             extension_headers: extension_headers(ev),
@@ -332,7 +334,7 @@ impl Pipeline {
         ));
         Some(Record {
             topic,
-            key: ev.partition_key_bytes(),
+            key: ev.partition_key().bytes(),
             value: data_bytes(ev),
             headers,
             extension_headers: extension_headers(ev),
