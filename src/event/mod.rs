@@ -234,4 +234,4 @@ pub fn check_depth(json: &[u8], limit: usize) -> Result<(), RequestError> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -253,7 +253,7 @@ fn binary_mode() {
 }
 
 /// A repeatable stream of pseudo-random numbers for the mutation tests.
-fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+pub(crate) fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
     move || {
         state ^= state << 13;
         state ^= state >> 7;

@@ -15,6 +15,7 @@ pub mod cost;
 mod dir;
 mod source;
 pub mod store;
+pub mod tape;
 mod work;
 
 pub use bootstrap::{bootstrap, Bootstrapped};
@@ -74,7 +75,7 @@ pub struct CompiledSchema {
     pub version_text: bytes::Bytes,
     pub id_text: Option<bytes::Bytes>,
     /// Shared by every subject version with the same global id, and across reloads.
-    validator: Arc<jsonschema::Validator>,
+    validator: Arc<Validator>,
 }
 
 impl std::fmt::Debug for CompiledSchema {
@@ -95,7 +96,7 @@ impl CompiledSchema {
         Ok(CompiledSchema::new(stored, Arc::new(validator)))
     }
 
-    fn new(stored: &StoredSchema, validator: Arc<jsonschema::Validator>) -> CompiledSchema {
+    fn new(stored: &StoredSchema, validator: Arc<Validator>) -> CompiledSchema {
         CompiledSchema {
             subject: stored.subject.clone(),
             version: stored.version,
@@ -108,24 +109,36 @@ impl CompiledSchema {
 
     /// Validates an event's `data` (absent data validates as `null`). The error names the
     /// JSON pointer of the first offending field, relative to the event.
-    pub fn validate(&self, data: &Value) -> Result<(), EventError> {
-        // `is_valid` caches the results of recursive references and stops at the first
-        // failure; the error is only built for events that fail.
-        if self.validator.is_valid(data) {
-            return Ok(());
-        }
-        self.validator.validate(data).map_err(|e| {
-            let pointer = format!("/data{}", e.instance_path().as_str());
-            // `masked` leaves the offending value out: the message may be logged.
-            let message: String = e.masked().to_string().chars().take(300).collect();
-            EventError::new(Code::SchemaViolation, pointer, message)
+    pub fn validate(&self, data: Option<&[u8]>) -> Result<(), EventError> {
+        tape::with_document(data, |node| {
+            // `is_valid` caches the results of recursive references and stops at the first
+            // failure; the error is only built for events that fail.
+            if self.validator.is_valid(node) {
+                return Ok(());
+            }
+            self.validator.validate(node).map_err(|e| {
+                let pointer = format!("/data{}", e.instance_path().as_str());
+                // `masked` leaves the offending value out: the message may be logged.
+                let message: String = e.masked().to_string().chars().take(300).collect();
+                EventError::new(Code::SchemaViolation, pointer, message)
+            })
         })
+        .map_err(|e| {
+            EventError::new(
+                Code::MalformedJson,
+                "/data",
+                format!("`data` is not valid JSON: {e}"),
+            )
+        })?
     }
 }
 
+/// What validates events: jsonschema over [`tape`] documents.
+pub type Validator = jsonschema::Validator<tape::TapeJson>;
+
 /// Compiles a schema the way the ingest path uses it (remote `$ref`s refused).
-pub fn compile_schema(schema: &Value) -> Result<jsonschema::Validator, String> {
-    jsonschema::options()
+pub fn compile_schema(schema: &Value) -> Result<Validator, String> {
+    jsonschema::ValidationOptions::<Arc<dyn jsonschema::Retrieve>, tape::TapeJson>::default()
         .with_retriever(NoRemoteRefs)
         .build(schema)
         .map_err(|e| e.to_string())
@@ -164,7 +177,7 @@ impl Catalog {
         stored: &[StoredSchema],
         previous: Option<&Catalog>,
     ) -> Result<Catalog, RegistryError> {
-        let mut by_id: HashMap<u32, Arc<jsonschema::Validator>> = previous
+        let mut by_id: HashMap<u32, Arc<Validator>> = previous
             .map(|c| {
                 c.subjects
                     .values()
@@ -290,17 +303,7 @@ impl ValidatorCache {
         event: &Event,
     ) -> Result<&'c Arc<CompiledSchema>, EventError> {
         let schema = catalog.resolve(&event.ty, event.schema_version)?;
-        let data = match &event.data {
-            None => Value::Null,
-            Some(bytes) => serde_json::from_slice(bytes).map_err(|e| {
-                EventError::new(
-                    Code::MalformedJson,
-                    "/data",
-                    format!("`data` is not valid JSON: {e}"),
-                )
-            })?,
-        };
-        schema.validate(&data)?;
+        schema.validate(event.data.as_deref())?;
         Ok(schema)
     }
 }
@@ -337,7 +340,7 @@ mod tests {
         let err = cat
             .resolve("t", None)
             .unwrap()
-            .validate(&json!({"n": "x"}))
+            .validate(Some(json!({"n": "x"}).to_string().as_bytes()))
             .unwrap_err();
         assert_eq!(
             (err.code.as_str(), err.pointer.as_str()),
@@ -351,7 +354,7 @@ mod tests {
         assert!(cat
             .resolve("t", None)
             .unwrap()
-            .validate(&json!({"n": 1}))
+            .validate(Some(json!({"n": 1}).to_string().as_bytes()))
             .is_ok());
     }
 
@@ -374,7 +377,7 @@ mod tests {
         assert!(ok
             .resolve("t", None)
             .unwrap()
-            .validate(&json!({"a": "no"}))
+            .validate(Some(json!({"a": "no"}).to_string().as_bytes()))
             .is_err());
     }
 }
@@ -404,6 +407,8 @@ mod reuse_tests {
         .unwrap();
         let b = c.resolve("b", None).unwrap();
         assert_eq!(b.id, Some(2));
-        assert!(b.validate(&json!({"x": 1})).is_ok());
+        assert!(b
+            .validate(Some(json!({"x": 1}).to_string().as_bytes()))
+            .is_ok());
     }
 }
