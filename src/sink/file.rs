@@ -2,6 +2,9 @@
 //! `{"topic", "key", "headers", "value"}`. A record is acknowledged only after the file is
 //! fsynced. One writer thread does all the I/O and commits whatever queued up while it was
 //! syncing in one fsync (group commit), so concurrent requests share the cost of a sync.
+//! Each topic's file succeeds or fails on its own: a topic that cannot be written fails only
+//! its records, and what a failed write left of them is cut off again, so a client that
+//! retries them does not store them twice.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
@@ -24,7 +27,8 @@ const MAX_GROUP: usize = 256;
 enum Job {
     Write {
         records: Vec<Record>,
-        reply: oneshot::Sender<Result<(), String>>,
+        /// One result per record, in order.
+        reply: oneshot::Sender<Vec<Result<(), String>>>,
     },
     Flush(oneshot::Sender<()>),
 }
@@ -59,15 +63,18 @@ impl Sink for FileSink {
     async fn publish(&self, records: Vec<Record>) -> Receipts {
         let n = records.len();
         let (reply, done) = oneshot::channel();
+        let stopped = || DeliveryError::Failed("the file writer has stopped".into());
         let outcome = match self.jobs.try_send(Job::Write { records, reply }) {
             Err(mpsc::error::TrySendError::Full(_)) => Err(DeliveryError::QueueFull),
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                Err(DeliveryError::Failed("the file writer has stopped".into()))
-            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(stopped()),
             Ok(()) => match done.await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(DeliveryError::Failed(e)),
-                Err(_) => Err(DeliveryError::Failed("the file writer has stopped".into())),
+                Ok(results) => {
+                    return results
+                        .into_iter()
+                        .map(|r| r.map_err(DeliveryError::Failed))
+                        .collect()
+                }
+                Err(_) => Err(stopped()),
             },
         };
         vec![outcome; n]
@@ -141,13 +148,19 @@ fn writer_loop(dir: PathBuf, mut rx: mpsc::Receiver<Job>) {
                 Job::Flush(reply) => flushes.push(reply),
             }
         }
-        let result = commit(&dir, &mut files, writes.iter().flat_map(|(r, _)| r.iter()));
-        if result.is_err() {
-            // Reopen on the next write: the handle may be the problem.
-            files.clear();
-        }
-        for (_, reply) in writes {
-            let _ = reply.send(result.clone());
+        let results = commit(&dir, &mut files, writes.iter().flat_map(|(r, _)| r.iter()));
+        let answers: Vec<Vec<_>> = writes
+            .iter()
+            .map(|(records, _)| {
+                records
+                    .iter()
+                    .map(|r| results[r.topic.as_str()].clone())
+                    .collect()
+            })
+            .collect();
+        drop(results);
+        for ((_, reply), answer) in writes.into_iter().zip(answers) {
+            let _ = reply.send(answer);
         }
         for reply in flushes {
             let _ = reply.send(());
@@ -155,50 +168,84 @@ fn writer_loop(dir: PathBuf, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
-/// Appends every record to its topic's file, then fsyncs each file it touched.
+/// Appends every record to its topic's file, then fsyncs each file it touched. The result of
+/// each topic: a record is durable when its topic's is `Ok`.
 fn commit<'a>(
     dir: &Path,
     files: &mut HashMap<String, File>,
     records: impl Iterator<Item = &'a Record>,
-) -> Result<(), String> {
-    let mut by_topic: BTreeMap<&str, Vec<u8>> = BTreeMap::new();
+) -> BTreeMap<&'a str, Result<(), String>> {
+    let mut by_topic: BTreeMap<&str, Result<Vec<u8>, String>> = BTreeMap::new();
     for r in records {
-        encode(r, by_topic.entry(r.topic.as_str()).or_default())?;
-    }
-    for (topic, bytes) in &by_topic {
-        if topic.is_empty() || topic.contains(['/', '\\']) || *topic == "." || *topic == ".." {
-            return Err(format!("topic `{topic}` cannot name a file"));
-        }
-        if !files.contains_key(*topic) {
-            // At the bound, close the files this commit does not write (each was fsynced by
-            // the commit that wrote it): open files stay bounded however many topics come.
-            if files.len() >= MAX_OPEN_FILES {
-                files.retain(|t, _| by_topic.contains_key(t.as_str()));
+        if let Ok(bytes) = by_topic.entry(r.topic.as_str()).or_insert(Ok(Vec::new())) {
+            if let Err(e) = encode(r, bytes) {
+                by_topic.insert(r.topic.as_str(), Err(e));
             }
-            let path = dir.join(format!("{topic}.ndjson"));
-            let created = !path.exists();
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            if created {
-                // The new directory entry must be durable too, or a crash can lose the file.
-                File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(|e| format!("{}: {e}", dir.display()))?;
-            }
-            files.insert(topic.to_string(), file);
         }
-        let file = files.get_mut(*topic).expect("just inserted");
-        file.write_all(bytes).map_err(|e| format!("{topic}: {e}"))?;
     }
-    for topic in by_topic.keys() {
-        files[*topic]
+    // At the bound, close the files this commit does not write (each was fsynced by the
+    // commit that wrote it): open files stay bounded however many topics come.
+    if files.len() >= MAX_OPEN_FILES {
+        files.retain(|t, _| by_topic.contains_key(t.as_str()));
+    }
+    let mut results = BTreeMap::new();
+    let mut written = Vec::new();
+    for (topic, bytes) in by_topic {
+        let result = bytes.and_then(|bytes| append(dir, files, topic, &bytes));
+        match result {
+            Ok(()) => written.push(topic),
+            Err(e) => {
+                // Reopen on the next write: the handle may be the problem.
+                files.remove(topic);
+                results.insert(topic, Err(e));
+            }
+        }
+    }
+    for topic in written {
+        let synced = files[topic]
             .sync_data()
-            .map_err(|e| format!("{topic}: fsync: {e}"))?;
+            .map_err(|e| format!("{topic}: fsync: {e}"));
+        if synced.is_err() {
+            files.remove(topic);
+        }
+        results.insert(topic, synced);
     }
-    Ok(())
+    results
+}
+
+/// Appends `bytes` to `topic`'s file. A write that fails part way is cut off again.
+fn append(
+    dir: &Path,
+    files: &mut HashMap<String, File>,
+    topic: &str,
+    bytes: &[u8],
+) -> Result<(), String> {
+    if topic.is_empty() || topic.contains(['/', '\\']) || topic == "." || topic == ".." {
+        return Err(format!("topic `{topic}` cannot name a file"));
+    }
+    if !files.contains_key(topic) {
+        let path = dir.join(format!("{topic}.ndjson"));
+        let created = !path.exists();
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if created {
+            // The new directory entry must be durable too, or a crash can lose the file.
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        files.insert(topic.to_string(), file);
+    }
+    let file = files.get_mut(topic).expect("just inserted");
+    let before = file.metadata().map_err(|e| format!("{topic}: {e}"))?.len();
+    file.write_all(bytes).map_err(|e| {
+        // Half a batch left in the file would be stored again when the client retries it.
+        let _ = file.set_len(before);
+        format!("{topic}: {e}")
+    })
 }
 
 #[cfg(test)]
@@ -218,7 +265,9 @@ mod tests {
                 headers: Vec::new(),
                 extension_headers: Vec::new(),
             };
-            commit(dir.path(), &mut files, std::iter::once(&r)).unwrap();
+            assert!(commit(dir.path(), &mut files, std::iter::once(&r))
+                .values()
+                .all(Result::is_ok));
             assert!(files.len() <= MAX_OPEN_FILES, "{}", files.len());
         }
         // A topic whose file was closed is appended to, not truncated.
@@ -229,11 +278,56 @@ mod tests {
             headers: Vec::new(),
             extension_headers: Vec::new(),
         };
-        commit(dir.path(), &mut files, std::iter::once(&again)).unwrap();
+        assert!(commit(dir.path(), &mut files, std::iter::once(&again))
+            .values()
+            .all(Result::is_ok));
         let text = std::fs::read_to_string(dir.path().join("events.t0.ndjson")).unwrap();
         assert_eq!(text.lines().count(), 2);
         for i in 0..n {
             assert!(dir.path().join(format!("events.t{i}.ndjson")).exists());
         }
+    }
+
+    fn record(topic: &str, value: &'static str) -> Record {
+        Record {
+            topic: topic.into(),
+            key: bytes::Bytes::from_static(b"k"),
+            value: bytes::Bytes::from_static(value.as_bytes()),
+            headers: Vec::new(),
+            extension_headers: Vec::new(),
+        }
+    }
+
+    /// A topic that cannot be written fails its own records only: the others of the same
+    /// group commit are durable and answered so, and retrying the failed ones stores each once.
+    #[tokio::test]
+    async fn a_topic_that_cannot_be_written_fails_only_its_own_records() {
+        let dir = tempfile::tempdir().unwrap();
+        // A folder where the file should be: opening it for appending fails.
+        std::fs::create_dir(dir.path().join("events.bad.ndjson")).unwrap();
+        let sink = FileSink::open(dir.path()).unwrap();
+        let receipts = sink
+            .publish(vec![
+                record("events.good", r#"{"n":1}"#),
+                record("events.bad", r#"{"n":2}"#),
+                record("events.good", r#"{"n":3}"#),
+            ])
+            .await;
+        assert!(receipts[0].is_ok() && receipts[2].is_ok(), "{receipts:?}");
+        assert!(receipts[1].is_err(), "{receipts:?}");
+        std::fs::remove_dir(dir.path().join("events.bad.ndjson")).unwrap();
+        let again = sink.publish(vec![record("events.bad", r#"{"n":2}"#)]).await;
+        assert!(again[0].is_ok(), "{again:?}");
+        let lines = |topic: &str| {
+            std::fs::read_to_string(dir.path().join(format!("{topic}.ndjson")))
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    serde_json::from_str::<serde_json::Value>(l).unwrap()["value"]["n"].clone()
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(lines("events.good"), [1, 3]);
+        assert_eq!(lines("events.bad"), [2]);
     }
 }
