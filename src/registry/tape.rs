@@ -494,14 +494,29 @@ impl<'a> Node<'a, TapeJson> for TapeNode<'a> {
     }
 
     fn equals_value(&self, expected: &Value) -> bool {
-        // `enum` and `const` compare every event's value: scalars without building a tree.
+        // `enum` and `const` compare every event's value: in place, without building a tree.
         match (self.entry(), expected) {
             (Entry::Null, _) => expected.is_null(),
             (Entry::Bool(b), _) => expected.as_bool() == Some(*b),
             (Entry::Str { .. }, _) => expected.as_str() == self.str(),
             (Entry::Number(n), Value::Number(e)) => cmp::equal_numbers(n, e),
-            (Entry::Number(_), _) => false,
-            _ => cmp::equal(&self.to_tree(), expected),
+            (Entry::Array { .. }, Value::Array(items)) => {
+                let array = TapeArray(*self);
+                array.len() == items.len()
+                    && array.elements().zip(items).all(|(a, b)| a.equals_value(b))
+            }
+            (Entry::Object { .. }, Value::Object(members)) => {
+                // Names on a tape are distinct, so equal lengths and every expected member
+                // found equal is equality.
+                let object = TapeObject(*self);
+                object.len() == members.len()
+                    && members.iter().all(|(name, value)| {
+                        object
+                            .find(name)
+                            .is_some_and(|node| node.equals_value(value))
+                    })
+            }
+            _ => false,
         }
     }
 
@@ -519,6 +534,30 @@ impl<'a> Node<'a, TapeJson> for TapeNode<'a> {
 
 #[derive(Clone, Copy)]
 pub struct TapeObject<'a>(TapeNode<'a>);
+
+impl<'a> TapeObject<'a> {
+    /// The value of member `key`: a scan in small objects, a binary search in large ones.
+    fn find(&self, key: &str) -> Option<TapeNode<'a>> {
+        let Entry::Object { len, index, .. } = *self.0.entry() else {
+            return None;
+        };
+        let doc = self.0.doc;
+        if index == NO_INDEX {
+            return self
+                .members()
+                .find(|(name, _)| *name == key)
+                .map(|(_, node)| node);
+        }
+        let names = &doc.tape.index[index as usize..(index + len) as usize];
+        let found = names
+            .binary_search_by(|&name| doc.name(name).cmp(key))
+            .ok()?;
+        Some(TapeNode {
+            doc,
+            at: names[found] + 1,
+        })
+    }
+}
 
 pub struct Members<'a> {
     doc: &'a Doc<'a>,
@@ -557,24 +596,7 @@ impl<'a> Object<'a, TapeJson> for TapeObject<'a> {
     }
 
     fn get(&self, key: &Box<str>) -> Option<TapeNode<'a>> {
-        let Entry::Object { len, index, .. } = *self.0.entry() else {
-            return None;
-        };
-        let doc = self.0.doc;
-        if index == NO_INDEX {
-            return self
-                .members()
-                .find(|(name, _)| *name == &**key)
-                .map(|(_, node)| node);
-        }
-        let names = &doc.tape.index[index as usize..(index + len) as usize];
-        let found = names
-            .binary_search_by(|&name| doc.name(name).cmp(key))
-            .ok()?;
-        Some(TapeNode {
-            doc,
-            at: names[found] + 1,
-        })
+        self.find(key)
     }
 
     fn members(&self) -> Members<'a> {
@@ -794,6 +816,8 @@ mod tests {
             json!({"propertyNames": {"enum": ["a", "b", "é"]}}),
             json!({"enum": [null, 1, "team", [1, 2], {"a": 1}]}),
             json!({"const": 1.0}),
+            json!({"enum": [{"a": [1.0, {"b": "x"}]}, [[], {}], {"k1": 1, "k2": 2, "k3": 3, "k4": 4, "k5": 5, "a": 1, "b": 2, "c": 3, "n": 4}]}),
+            json!({"items": {"const": {"a": null}}}),
             json!({"type": "array", "uniqueItems": true}),
             json!({"items": {"type": ["string", "integer"]}, "minItems": 1, "maxItems": 3}),
             json!({"prefixItems": [{"type": "null"}], "contains": {"const": "x"}}),
