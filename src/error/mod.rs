@@ -21,7 +21,8 @@ pub struct ApiError {
     /// Seconds, sent as `Retry-After` (503 and 429 always carry one).
     pub retry_after: Option<u64>,
     /// (limit per second, remaining, seconds to reset), sent as `RateLimit-*` headers.
-    pub rate_limit: Option<(u64, u64, u64)>,
+    /// `RateLimit-*`: limit, remaining, reset, and whether they count bytes.
+    pub rate_limit: Option<(u64, u64, u64, bool)>,
 }
 
 #[derive(Serialize)]
@@ -86,12 +87,25 @@ impl<E: ClientError> From<E> for ApiError {
     }
 }
 
-/// `RateLimit-*` headers (draft-ietf-httpapi-ratelimit-headers) for a per-second budget.
-pub fn rate_limit_headers(h: &mut axum::http::HeaderMap, limit: u64, remaining: u64, reset: u64) {
+/// `RateLimit-*` headers (draft-ietf-httpapi-ratelimit-headers) for a per-second budget of
+/// events, or of body bytes (`in_bytes`), which the policy says with the draft's quota-unit
+/// parameter so that a client does not pace events by a count of bytes.
+pub fn rate_limit_headers(
+    h: &mut axum::http::HeaderMap,
+    limit: u64,
+    remaining: u64,
+    reset: u64,
+    in_bytes: bool,
+) {
     h.insert("ratelimit-limit", HeaderValue::from(limit));
     h.insert("ratelimit-remaining", HeaderValue::from(remaining));
     h.insert("ratelimit-reset", HeaderValue::from(reset));
-    if let Ok(v) = HeaderValue::from_str(&format!("{limit};w=1")) {
+    let unit = if in_bytes {
+        ";qu=\"content-bytes\""
+    } else {
+        ""
+    };
+    if let Ok(v) = HeaderValue::from_str(&format!("{limit};w=1{unit}")) {
         h.insert("ratelimit-policy", v);
     }
 }
@@ -113,8 +127,8 @@ impl IntoResponse for ApiError {
             let (k, v) = retry_after_header(secs);
             resp.headers_mut().insert(k, v);
         }
-        if let Some((limit, remaining, reset)) = self.rate_limit {
-            rate_limit_headers(resp.headers_mut(), limit, remaining, reset);
+        if let Some((limit, remaining, reset, in_bytes)) = self.rate_limit {
+            rate_limit_headers(resp.headers_mut(), limit, remaining, reset, in_bytes);
         }
         resp
     }

@@ -66,7 +66,13 @@ pub async fn ingest(
             let mut resp = respond(&outcomes, app.admission.retry_after());
             // Clients see their budget on every answer, not only when it runs out.
             if let Some(b) = budget {
-                crate::error::rate_limit_headers(resp.headers_mut(), b.limit, b.remaining, b.reset);
+                crate::error::rate_limit_headers(
+                    resp.headers_mut(),
+                    b.limit,
+                    b.remaining,
+                    b.reset,
+                    b.in_bytes,
+                );
             }
             resp
         }
@@ -295,7 +301,7 @@ fn rate_limited(b: Budget) -> ApiError {
         ),
     );
     e.retry_after = Some(b.retry_after);
-    e.rate_limit = Some((b.limit, b.remaining, b.reset));
+    e.rate_limit = Some((b.limit, b.remaining, b.reset, b.in_bytes));
     e
 }
 

@@ -56,13 +56,15 @@ impl Bucket {
 /// What the client is told, allowed or not (the `RateLimit-*` headers).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Budget {
-    /// Events per second allowed (the tighter dimension when both are set: events).
+    /// Per second allowed: events when the tenant has an events budget, else bytes (`unit`).
     pub limit: u64,
     pub remaining: u64,
     /// Seconds until the bucket is full again.
     pub reset: u64,
     /// Seconds until this request would fit (0 when allowed).
     pub retry_after: u64,
+    /// Whether `limit` and `remaining` count body bytes (a tenant with only a bytes budget).
+    pub in_bytes: bool,
 }
 
 pub struct RateLimiter {
@@ -159,11 +161,12 @@ impl RateLimiter {
                 }
             }
         }
-        let (limit, remaining, reset) = match (limits.events, entry[0]) {
+        let (limit, remaining, reset, in_bytes) = match (limits.events, entry[0]) {
             (Some(r), Some(b)) => (
                 r.per_second as u64,
                 b.tokens.max(0.0) as u64,
                 ((r.burst - b.tokens) / r.per_second).ceil() as u64,
+                false,
             ),
             _ => {
                 let r = limits.bytes.expect("some limit is set");
@@ -172,6 +175,7 @@ impl RateLimiter {
                     r.per_second as u64,
                     b.tokens.max(0.0) as u64,
                     ((r.burst - b.tokens) / r.per_second).ceil() as u64,
+                    true,
                 )
             }
         };
@@ -184,6 +188,7 @@ impl RateLimiter {
             } else {
                 (wait.ceil() as u64).max(1)
             },
+            in_bytes,
         };
         Some(if allowed { Ok(budget) } else { Err(budget) })
     }

@@ -807,14 +807,24 @@ async fn rate_limits_are_per_tenant_with_429_retry_after_and_ratelimit_headers()
     let (key_a, mut entry_a) = api_key_entry(KeyClass::Server, &["events:write:*"], &[]);
     entry_a.tenant = "small".into();
     let (key_b, entry_b) = api_key_entry(KeyClass::Server, &["events:write:*"], &[]);
+    let (key_c, mut entry_c) = api_key_entry(KeyClass::Server, &["events:write:*"], &[]);
+    entry_c.tenant = "octets".into();
     let mut c = ws.config();
-    c.auth.api_keys = vec![entry_a, entry_b];
+    c.auth.api_keys = vec![entry_a, entry_b, entry_c];
     c.rate_limits.default.events_per_second = 1000;
-    c.rate_limits.tenants = vec![sluice::config::TenantRateLimit {
-        tenant: "small".into(),
-        events_per_second: 5,
-        bytes_per_second: sluice::config::ByteSize(0),
-    }];
+    c.rate_limits.tenants = vec![
+        sluice::config::TenantRateLimit {
+            tenant: "small".into(),
+            events_per_second: 5,
+            bytes_per_second: sluice::config::ByteSize(0),
+        },
+        // A bytes budget only: the headers count bytes, and the policy says so.
+        sluice::config::TenantRateLimit {
+            tenant: "octets".into(),
+            events_per_second: 0,
+            bytes_per_second: sluice::config::ByteSize(1 << 20),
+        },
+    ];
     let s = TestServer::start_ready(c).await;
     let batch = |n: usize| {
         json!((0..n)
@@ -851,7 +861,22 @@ async fn rate_limits_are_per_tenant_with_429_retry_after_and_ratelimit_headers()
     assert!(a.retry_after.as_deref().unwrap().parse::<u64>().unwrap() >= 1);
     assert_eq!(h["ratelimit-limit"], "5");
     assert_eq!(h["ratelimit-remaining"], "1");
-    assert!(h.contains_key("ratelimit-reset") && h.contains_key("ratelimit-policy"));
+    assert!(h.contains_key("ratelimit-reset"));
+    assert_eq!(h["ratelimit-policy"], "5;w=1", "an events budget, no unit");
+    let bytes = s
+        .post()
+        .header("x-api-key", &key_c)
+        .header("content-type", "application/cloudevents-batch+json")
+        .body(batch(4).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bytes.status(), 200);
+    assert_eq!(bytes.headers()["ratelimit-limit"], "1048576");
+    assert_eq!(
+        bytes.headers()["ratelimit-policy"],
+        "1048576;w=1;qu=\"content-bytes\""
+    );
     // The other tenant (globex) has the default budget.
     assert_eq!(send_as(&s, Some(&key_b), &batch(100)).await.status, 200);
     // The bucket refills (5 events/s): the small tenant may send again within about a second.

@@ -523,8 +523,17 @@ export class Client {
     } else this.enqueue(entries, true);
   }
 
-  /** Reads the RateLimit headers; other requests in flight may not be counted in them yet, so their events are taken off. */
+  /**
+   * Reads the RateLimit headers; other requests in flight may not be counted in them yet, so
+   * their events are taken off. A budget of another unit than events (Sluice says
+   * `qu="content-bytes"` for a tenant limited in bytes only) does not pace events: 429 and
+   * Retry-After do.
+   */
   #noteRate(h: Headers, answered: Flight): void {
+    if (/;\s*qu=/.test(h.get("ratelimit-policy") || "")) {
+      this.#rate = undefined;
+      return;
+    }
     const limit = Number(h.get("ratelimit-limit"));
     let remaining = Number(h.get("ratelimit-remaining") ?? NaN);
     if (limit > 0 && remaining >= 0) {

@@ -293,6 +293,23 @@ test("RateLimit headers: the next batch waits for the budget, and batches fit th
   assert.equal(clock.pending() - clock.now(), 1000);
 });
 
+test("a RateLimit budget in bytes does not pace events", async (t) => {
+  const s = await scriptedServer(() => ({
+    status: 200,
+    headers: { "ratelimit-limit": "10", "ratelimit-remaining": "0", "ratelimit-reset": "1", "ratelimit-policy": '10;w=1;qu="content-bytes"' },
+  }));
+  t.after(s.close);
+  const clock = new ManualClock();
+  const c = createClient({ url: s.url, batch: 50, flushInterval: 60000, clock });
+  for (let i = 0; i < 30; i++) c.send("t", { i });
+  c.flush();
+  await until(() => s.requests.length === 1 && c.stats().inFlight === 0);
+  for (let i = 0; i < 30; i++) c.send("t", { i });
+  c.flush();
+  await until(() => s.requests.length === 2 && c.stats().inFlight === 0);
+  assert.equal(s.requests[1].events.length, 30, "not cut to 10 events: the 10 are bytes");
+});
+
 test("flush and close for a graceful shutdown", async (t) => {
   const s = await scriptedServer(() => ({ status: 200 }));
   t.after(s.close);
