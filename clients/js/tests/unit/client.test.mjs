@@ -3,7 +3,15 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createClient } from "../../dist/index.js";
-import { scriptedServer, until, settle, ManualClock } from "./helpers.mjs";
+import { scriptedServer, until, answered, settle, ManualClock } from "./helpers.mjs";
+
+/** A client of `s` on a manual clock, collecting what `onError` reports. */
+function clientOn(s, options) {
+  const clock = new ManualClock();
+  const errors = [];
+  const c = createClient({ url: s.url, clock, onError: (e) => errors.push(e), ...options });
+  return { c, clock, errors };
+}
 
 const ids = (req) => req.events.map((e) => e.id);
 
@@ -82,11 +90,9 @@ test("207: permanent failures reported with code and pointer, never retried; ret
       : { status: 200 },
   );
   t.after(s.close);
-  const clock = new ManualClock();
-  const errors = [];
-  const c = createClient({ url: s.url, batch: 4, clock, random: () => 0, onError: (e) => errors.push(e) });
+  const { c, clock, errors } = clientOn(s, { batch: 4, random: () => 0 });
   const sent = [0, 1, 2, 3].map((i) => c.send("app.signup", { i }));
-  await until(() => s.requests.length === 1 && c.stats().inFlight === 0);
+  await answered(s, c, 1);
   assert.equal(errors.length, 1);
   const e = errors[0];
   assert.equal(e.code, "schema_violation");
@@ -128,15 +134,13 @@ test("hostile answers: never counted as delivered unless the status says so", as
   ];
   const s = await scriptedServer((req, n) => (typeof answers[n] === "function" ? answers[n](req) : answers[n]));
   t.after(s.close);
-  const clock = new ManualClock();
-  const errors = [];
-  const c = createClient({ url: s.url, batch: 4, clock, random: () => 0.5, onError: (e) => errors.push(e) });
+  const { c, clock, errors } = clientOn(s, { batch: 4, random: () => 0.5 });
   const sent = [0, 1, 2, 3].map((i) => c.send("t", { i }));
-  await until(() => s.requests.length === 1 && c.stats().inFlight === 0);
+  await answered(s, c, 1);
   assert.deepEqual(errors.map((e) => [e.code, e.retrying, e.events.length]), [["invalid_response", true, 4]]);
   assert.equal(clock.pending() - clock.now(), 250, "backoff: half of retryBase (random 0.5)");
   clock.advance(clock.pending() - clock.now());
-  await until(() => s.requests.length === 2 && c.stats().inFlight === 0);
+  await answered(s, c, 2);
   assert.deepEqual(ids(s.requests[1]), sent);
   const second = errors.slice(1).map((e) => [e.code, e.retrying, e.events.map((x) => x.id)]);
   assert.deepEqual(second, [
@@ -144,7 +148,7 @@ test("hostile answers: never counted as delivered unless the status says so", as
     ["invalid_response", true, [sent[1], sent[2]]],
   ]);
   clock.advance(clock.pending() - clock.now());
-  await until(() => s.requests.length === 3 && c.stats().inFlight === 0);
+  await answered(s, c, 3);
   assert.deepEqual(ids(s.requests[2]), [sent[1], sent[2]]);
   assert.equal(c.stats().sent, 3);
   assert.equal(c.stats().queued, 0);
@@ -204,10 +208,10 @@ test("Retry-After as an HTTP-date, and a huge one capped at retryCap", async (t)
   t.after(s.close);
   const c = createClient({ url: s.url, flushInterval: 0, clock, random: () => 0, retryCap: 20000 });
   c.send("t", {});
-  await until(() => s.requests.length === 1 && c.stats().inFlight === 0);
+  await answered(s, c, 1);
   assert.equal(clock.pending() - clock.now(), 3000);
   clock.advance(3000);
-  await until(() => s.requests.length === 2 && c.stats().inFlight === 0);
+  await answered(s, c, 2);
   assert.equal(clock.pending() - clock.now(), 20000, "999999 s capped");
   clock.advance(20000);
   await until(() => c.stats().sent === 1);
@@ -217,9 +221,7 @@ test("network errors: exponential backoff with jitter, capped; reported as retry
   // A port nobody listens on: take one, close it.
   const s = await scriptedServer(() => ({ status: 200 }));
   await s.close();
-  const clock = new ManualClock();
-  const errors = [];
-  const c = createClient({ url: s.url, flushInterval: 0, clock, random: () => 0.5, retryBase: 100, retryCap: 1000, onError: (e) => errors.push(e) });
+  const { c, clock, errors } = clientOn(s, { flushInterval: 0, random: () => 0.5, retryBase: 100, retryCap: 1000 });
   c.send("t", {});
   const waits = [];
   for (let i = 0; i < 6; i++) {
@@ -273,40 +275,40 @@ test("the queue is bounded: the oldest are dropped and reported", async (t) => {
   await c2.close(0);
 });
 
-test("RateLimit headers: the next batch waits for the budget, and batches fit the limit", async (t) => {
-  const s = await scriptedServer(() => ({ status: 200, headers: { "ratelimit-limit": "10", "ratelimit-remaining": "0", "ratelimit-reset": "1" } }));
+/** A client that sent 30 events and was answered 200 with `headers`, with 30 more queued. */
+async function afterAnswer(t, headers) {
+  const s = await scriptedServer(() => ({ status: 200, headers }));
   t.after(s.close);
-  const clock = new ManualClock();
-  const c = createClient({ url: s.url, batch: 50, flushInterval: 60000, clock });
+  const { c, clock } = clientOn(s, { batch: 50, flushInterval: 60000 });
   for (let i = 0; i < 30; i++) c.send("t", { i });
   c.flush();
-  await until(() => s.requests.length === 1 && c.stats().inFlight === 0);
-  assert.equal(s.requests[0].events.length, 30);
+  await answered(s, c, 1);
   for (let i = 0; i < 30; i++) c.send("t", { i });
+  return { s, c, clock };
+}
+
+test("RateLimit headers: the next batch waits for the budget, and batches fit the limit", async (t) => {
+  const { s, c, clock } = await afterAnswer(t, { "ratelimit-limit": "10", "ratelimit-remaining": "0", "ratelimit-reset": "1" });
+  assert.equal(s.requests[0].events.length, 30);
   assert.equal(clock.pending() - clock.now(), 1000, "10 events at 10/s after a budget of 0");
   clock.advance(999);
   await settle();
   assert.equal(s.requests.length, 1);
   clock.advance(1);
-  await until(() => s.requests.length === 2 && c.stats().inFlight === 0);
+  await answered(s, c, 2);
   assert.equal(s.requests[1].events.length, 10, "no batch larger than the limit");
   assert.equal(clock.pending() - clock.now(), 1000);
 });
 
 test("a RateLimit budget in bytes does not pace events", async (t) => {
-  const s = await scriptedServer(() => ({
-    status: 200,
-    headers: { "ratelimit-limit": "10", "ratelimit-remaining": "0", "ratelimit-reset": "1", "ratelimit-policy": '10;w=1;qu="content-bytes"' },
-  }));
-  t.after(s.close);
-  const clock = new ManualClock();
-  const c = createClient({ url: s.url, batch: 50, flushInterval: 60000, clock });
-  for (let i = 0; i < 30; i++) c.send("t", { i });
+  const { s, c } = await afterAnswer(t, {
+    "ratelimit-limit": "10",
+    "ratelimit-remaining": "0",
+    "ratelimit-reset": "1",
+    "ratelimit-policy": '10;w=1;qu="content-bytes"',
+  });
   c.flush();
-  await until(() => s.requests.length === 1 && c.stats().inFlight === 0);
-  for (let i = 0; i < 30; i++) c.send("t", { i });
-  c.flush();
-  await until(() => s.requests.length === 2 && c.stats().inFlight === 0);
+  await answered(s, c, 2);
   assert.equal(s.requests[1].events.length, 30, "not cut to 10 events: the 10 are bytes");
 });
 

@@ -56,6 +56,11 @@ export async function until(cond, ms = 5000, what = "condition") {
 }
 
 /** Lets pending I/O and promise callbacks run (for asserting that nothing happened). */
+/** Until the server has seen `n` requests and the client has none in flight. */
+export function answered(server, client, n, ms) {
+  return until(() => server.requests.length === n && client.stats().inFlight === 0, ms, `${n} requests answered`);
+}
+
 export async function settle(ms = 50) {
   await new Promise((r) => setTimeout(r, ms));
 }
