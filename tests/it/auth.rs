@@ -832,14 +832,16 @@ async fn rate_limits_are_per_tenant_with_429_retry_after_and_ratelimit_headers()
             .collect::<Vec<_>>())
     };
 
-    let first = s
-        .post()
-        .header("x-api-key", &key_a)
-        .header("content-type", "application/cloudevents-batch+json")
-        .body(batch(4).to_string())
-        .send()
-        .await
-        .unwrap();
+    // Four events with an API key in `X-API-Key`; the headers are what this test reads.
+    let four_with_key = |key: &str| {
+        s.post()
+            .header("x-api-key", key)
+            .header("content-type", "application/cloudevents-batch+json")
+            .body(batch(4).to_string())
+            .send()
+    };
+
+    let first = four_with_key(&key_a).await.unwrap();
     assert_eq!(first.status(), 200);
     assert_eq!(
         first.headers()["ratelimit-remaining"],
@@ -863,14 +865,7 @@ async fn rate_limits_are_per_tenant_with_429_retry_after_and_ratelimit_headers()
     assert_eq!(h["ratelimit-remaining"], "1");
     assert!(h.contains_key("ratelimit-reset"));
     assert_eq!(h["ratelimit-policy"], "5;w=1", "an events budget, no unit");
-    let bytes = s
-        .post()
-        .header("x-api-key", &key_c)
-        .header("content-type", "application/cloudevents-batch+json")
-        .body(batch(4).to_string())
-        .send()
-        .await
-        .unwrap();
+    let bytes = four_with_key(&key_c).await.unwrap();
     assert_eq!(bytes.status(), 200);
     assert_eq!(bytes.headers()["ratelimit-limit"], "1048576");
     assert_eq!(
